@@ -1,0 +1,434 @@
+"""One track (or a list of tracks) from input to written stems: the Python API.
+
+decode (ffmpeg) -> spool + mix statistics -> engine (streaming) -> one writer per stem.
+Memory does not grow with the track: the decoded mixture is spooled to a temporary
+float32 file on disk during the statistics pass, then streamed through the engine, whose
+finished samples go straight to the encoders. Every output is written to a temporary file
+and renamed into place only when all stems of the track are complete.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from . import audio
+from .engine import MixStatistics, SeparationSettings, StreamingSeparator
+from .errors import InputError, StemsplitError, UsageError
+from .loading import LoadedModel, load_model
+
+SPOOL_BLOCK_FRAMES = 1 << 18
+"""Frames per block read from the spool and fed to the engine (~6 s at 44.1 kHz)."""
+
+OUTPUT_FORMATS = ("wav", "flac", "mp3")
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Where and how stems are written."""
+
+    out_dir: Path = Path("separated")
+    filename: str = "{track}/{stem}.{ext}"
+    format: str = "wav"
+    bits: int = 16
+    float32: bool = False
+    mp3_bitrate: int = 320
+    clip_mode: str = "rescale"
+    sample_rate: int | None = None
+    """Output rate; None = the input's own rate."""
+    force: bool = False
+    """Rewrite a track whose outputs all exist already (otherwise it is skipped)."""
+
+    def __post_init__(self) -> None:
+        if self.format not in OUTPUT_FORMATS:
+            raise UsageError(f"unknown output format '{self.format}'",
+                             hint=f"choose one of {', '.join(OUTPUT_FORMATS)}")
+        if self.bits not in (16, 24):
+            raise UsageError("bits must be 16 or 24")
+        if self.clip_mode not in ("rescale", "clamp", "tanh", "none"):
+            raise UsageError(f"unknown clip mode '{self.clip_mode}'")
+        if self.float32 and self.format != "wav":
+            raise UsageError("--float32 applies to wav output only")
+
+
+@dataclass(frozen=True)
+class StemSelection:
+    """Which stems to produce: the model's, or one stem and its complement."""
+
+    two_stems: str | None = None
+    other_method: str = "add"
+    only: tuple[str, ...] | None = None
+    """Write only these of the produced stems (``--stem``)."""
+
+    def output_names(self, sources: Sequence[str]) -> list[str]:
+        if self.other_method not in ("add", "minus", "none"):
+            raise UsageError(f"unknown --other-method '{self.other_method}'",
+                             hint="choose add, minus or none")
+        if self.two_stems is not None:
+            if self.two_stems not in sources:
+                raise UsageError(
+                    f"stem '{self.two_stems}' is not produced by this model",
+                    hint=f"it produces {', '.join(sources)}",
+                )
+            names = [self.two_stems]
+            if self.other_method != "none":
+                names.append(complement_name(self.two_stems))
+        else:
+            names = list(sources)
+        if self.only:
+            unknown = [stem for stem in self.only if stem not in names]
+            if unknown:
+                raise UsageError(
+                    f"--stem {', '.join(unknown)}: not among this run's stems",
+                    hint=f"available: {', '.join(names)}",
+                )
+            names = [stem for stem in names if stem in self.only]
+        return names
+
+
+def complement_name(stem: str) -> str:
+    """The name of 'everything but stem': accompaniment for vocals, else no_<stem>."""
+    return "accompaniment" if stem == "vocals" else f"no_{stem}"
+
+
+@dataclass
+class TrackResult:
+    """What happened to one input."""
+
+    input: str
+    status: str
+    """'done', 'skipped' or 'failed'."""
+    outputs: dict[str, Path] = field(default_factory=dict)
+    stems: dict[str, np.ndarray] | None = None
+    sample_rate: int | None = None
+    duration_seconds: float | None = None
+    seconds_taken: float = 0.0
+    error: str | None = None
+
+
+class Observer:
+    """Progress reports from the pipeline; the CLI draws them. All methods are optional."""
+
+    def track_started(self, track: str, duration_seconds: float | None) -> None: ...
+
+    def track_progress(self, track: str, done: int, total: int) -> None: ...
+
+    def track_finished(self, result: TrackResult) -> None: ...
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'auto' (or None) picks cuda, then mps, then cpu; an unavailable device is an error."""
+    name = str(device or "auto")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device '{name}'", hint="use auto, cpu, cuda or mps")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' requested but no CUDA GPU is available")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("device 'mps' requested but MPS is not available")
+    return resolved
+
+
+# -- mixture sources --------------------------------------------------------------------
+class _Spool:
+    """A decoded mixture on disk as raw float32 (frames, channels), with its statistics."""
+
+    def __init__(self, blocks: Iterator[np.ndarray], channels: int, directory: str | None):
+        self.channels = channels
+        self.statistics = MixStatistics()
+        handle, self.path = tempfile.mkstemp(prefix="stemsplit-", suffix=".f32", dir=directory)
+        try:
+            with os.fdopen(handle, "wb") as file:
+                for block in blocks:
+                    self.statistics.update(torch.from_numpy(block))
+                    file.write(np.ascontiguousarray(block.T, dtype=np.float32).tobytes())
+        except BaseException:
+            self.close()
+            raise
+        self.frames = self.statistics.frames
+
+    def blocks(self, block_frames: int = SPOOL_BLOCK_FRAMES) -> Iterator[np.ndarray]:
+        """(channels, frames) float32 blocks, in order."""
+        frame_bytes = 4 * self.channels
+        with open(self.path, "rb") as file:
+            while True:
+                data = file.read(block_frames * frame_bytes)
+                if not data:
+                    return
+                yield np.frombuffer(data, dtype=np.float32).reshape(-1, self.channels).T
+
+    def close(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+# -- the separation of one mixture ------------------------------------------------------
+def _derive_outputs(names: Sequence[str], sources: Sequence[str], selection: StemSelection,
+                    stems: torch.Tensor, mix: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The requested output stems of one (stems, channels, n) block."""
+    result = {}
+    for name in names:
+        if name in sources:
+            result[name] = stems[sources.index(name)]
+        else:  # the complement of selection.two_stems
+            chosen = sources.index(selection.two_stems)
+            if selection.other_method == "minus":
+                result[name] = mix - stems[chosen]
+            else:
+                rest = torch.zeros_like(stems[chosen])
+                for index in range(len(sources)):
+                    if index != chosen:
+                        rest += stems[index]
+                result[name] = rest
+    return result
+
+
+def _run_engine(
+    model: LoadedModel,
+    blocks: Callable[[], Iterator[np.ndarray]],
+    statistics: MixStatistics,
+    settings: SeparationSettings,
+    segment_seconds: float | None,
+    names: Sequence[str],
+    selection: StemSelection,
+    emit: Callable[[str, np.ndarray], None],
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Separate the mixture that ``blocks()`` yields, calling emit(stem, block) in order."""
+    separator = StreamingSeparator(
+        networks=model.engine_networks(segment_seconds), total_frames=statistics.frames,
+        channels=model.audio_channels, stems=len(model.sources),
+        sample_rate=model.sample_rate, mean=statistics.mean, std=statistics.std,
+        settings=settings, device=model.device, progress=progress,
+    )
+    pending_mix: list[torch.Tensor] = []
+    pending_frames = 0
+
+    def deliver(outputs: list[torch.Tensor]) -> None:
+        nonlocal pending_frames
+        for stems in outputs:
+            count = stems.shape[-1]
+            mix = torch.cat(pending_mix, dim=-1) if len(pending_mix) > 1 else pending_mix[0]
+            pending_mix[:] = [mix[..., count:]]
+            pending_frames -= count
+            derived = _derive_outputs(names, list(model.sources), selection, stems.cpu(),
+                                      mix[..., :count])
+            for name in names:
+                emit(name, derived[name].numpy())
+
+    for block in blocks():
+        mix = torch.from_numpy(np.ascontiguousarray(block))
+        pending_mix.append(mix)
+        pending_frames += mix.shape[-1]
+        deliver(separator.push(mix))
+    deliver(separator.finish())
+
+
+def _track_name(path: Path) -> str:
+    return path.name.rsplit(".", 1)[0] if "." in path.name else path.name
+
+
+def output_paths(track: Path, names: Sequence[str], model_name: str,
+                 options: OutputOptions) -> dict[str, Path]:
+    """Where each stem of ``track`` goes: <out_dir>/<model>/<filename template>."""
+    ext = options.format
+    fields = {
+        "track": _track_name(track),
+        "trackext": track.name.rsplit(".", 1)[-1] if "." in track.name else "",
+        "ext": ext,
+        "model": model_name,
+    }
+    paths = {}
+    for name in names:
+        try:
+            relative = options.filename.format(stem=name, **fields)
+        except (KeyError, IndexError, ValueError) as error:
+            raise UsageError(f"--filename '{options.filename}': bad template ({error})",
+                             hint="fields: {track} {trackext} {stem} {ext} {model}")
+        paths[name] = options.out_dir / model_name.replace("/", "_") / relative
+    if len(set(paths.values())) != len(paths):
+        raise UsageError(f"--filename '{options.filename}' gives several stems the same path",
+                         hint="include {stem} in the template")
+    return paths
+
+
+def separate_file(
+    path: str | Path,
+    model: LoadedModel,
+    *,
+    settings: SeparationSettings = SeparationSettings(),
+    segment_seconds: float | None = None,
+    selection: StemSelection = StemSelection(),
+    options: OutputOptions = OutputOptions(),
+    observer: Observer | None = None,
+) -> TrackResult:
+    """Separate one file into files; errors the user can cause raise StemsplitError."""
+    observer = observer or Observer()
+    path = Path(path)
+    started = time.monotonic()
+    names = selection.output_names(model.sources)
+    destinations = output_paths(path, names, model.name, options)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory", hint="use `stemsplit batch DIR` for folders")
+    if not options.force and all(p.is_file() for p in destinations.values()):
+        result = TrackResult(input=str(path), status="skipped", outputs=destinations,
+                             error="outputs exist (use --force to redo)")
+        observer.track_finished(result)
+        return result
+    info = audio.probe(path)
+    output_rate = options.sample_rate or info.sample_rate
+    observer.track_started(str(path), info.duration_seconds)
+    spool = _Spool(audio.decode_blocks(path, model.sample_rate, model.audio_channels),
+                   model.audio_channels, None)
+    writers: dict[str, audio.StemWriter] = {}
+    try:
+        if spool.frames == 0:
+            raise InputError(f"{path}: contains no audio samples")
+        for name, destination in destinations.items():
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            writers[name] = audio.open_stem_writer(
+                destination, sample_rate=model.sample_rate, output_sample_rate=output_rate,
+                channels=model.audio_channels, format=options.format, bits=options.bits,
+                float32=options.float32, mp3_bitrate=options.mp3_bitrate,
+                clip_mode=options.clip_mode,
+            )
+        _run_engine(
+            model, spool.blocks, spool.statistics, settings, segment_seconds, names,
+            selection, lambda name, block: writers[name].write(block),
+            lambda done, total: observer.track_progress(str(path), done, total),
+        )
+        outputs = {name: writer.commit() for name, writer in writers.items()}
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    finally:
+        spool.close()
+    result = TrackResult(
+        input=str(path), status="done", outputs=outputs, sample_rate=output_rate,
+        duration_seconds=spool.frames / model.sample_rate,
+        seconds_taken=time.monotonic() - started,
+    )
+    observer.track_finished(result)
+    return result
+
+
+def separate_array(
+    mix: np.ndarray | torch.Tensor,
+    sample_rate: int,
+    model: LoadedModel,
+    *,
+    settings: SeparationSettings = SeparationSettings(),
+    segment_seconds: float | None = None,
+    selection: StemSelection = StemSelection(),
+) -> dict[str, np.ndarray]:
+    """Separate an in-memory (channels, time) or (time,) float array; returns stem arrays.
+
+    The stems come back at ``sample_rate`` with the input's length; clip modes do not
+    apply (the values are the network's).
+    """
+    array = mix.detach().cpu().numpy() if torch.is_tensor(mix) else np.asarray(mix)
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[None]
+    if array.ndim != 2:
+        raise UsageError("an audio array must be (channels, time) or (time,)")
+    if array.shape[0] > array.shape[1]:
+        raise UsageError(f"audio array of shape {array.shape}: expected (channels, time)")
+    array = audio.convert(array, sample_rate, model.sample_rate, model.audio_channels)
+    statistics = MixStatistics()
+    statistics.update(torch.from_numpy(array))
+    if statistics.frames == 0:
+        raise InputError("the audio array is empty")
+    names = selection.output_names(model.sources)
+    collected: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    _run_engine(
+        model, lambda: iter([array]), statistics, settings, segment_seconds, names,
+        selection, lambda name, block: collected[name].append(block.copy()), None,
+    )
+    stems = {name: np.concatenate(blocks, axis=-1) for name, blocks in collected.items()}
+    if sample_rate != model.sample_rate:
+        stems = {name: audio.convert(stem, model.sample_rate, sample_rate, stem.shape[0])
+                 for name, stem in stems.items()}
+    return stems
+
+
+def separate(
+    source: str | Path | np.ndarray | torch.Tensor,
+    *,
+    sample_rate: int | None = None,
+    model: str | LoadedModel | None = None,
+    device: str | torch.device | None = "auto",
+    shifts: int = 0,
+    seed: int = 0,
+    overlap: float = 0.25,
+    segment_seconds: float | None = None,
+    batch_size: int = 1,
+    two_stems: str | None = None,
+    other_method: str = "add",
+    stems: Sequence[str] | None = None,
+    out_dir: str | Path | None = None,
+    **output_options,
+) -> dict[str, np.ndarray] | dict[str, Path]:
+    """Separate a file or an array with a model (a name, or one from ``load_model``).
+
+    With ``out_dir`` the stems are written as files (``output_options`` are those of
+    ``OutputOptions``: filename, format, bits, float32, mp3_bitrate, clip_mode, sample_rate,
+    force) and their paths returned; otherwise the stems are returned as float32 arrays
+    (channels, time) at the input's rate (``sample_rate`` is required for arrays).
+    """
+    if not isinstance(model, LoadedModel):
+        model = load_model(model, device=resolve_device(device))
+    settings = SeparationSettings(overlap=overlap, shifts=shifts, seed=seed,
+                                  batch_size=batch_size)
+    selection = StemSelection(two_stems=two_stems, other_method=other_method,
+                              only=tuple(stems) if stems else None)
+    if isinstance(source, (str, Path)):
+        if out_dir is None:
+            if output_options:
+                raise UsageError(f"{', '.join(output_options)}: only with out_dir")
+            path = Path(source)
+            if not path.is_file():
+                raise InputError(f"{path}: no such file")
+            input_rate = audio.probe(path).sample_rate
+            mix = audio.decode(path, model.sample_rate, model.audio_channels)
+            stems_at_model_rate = separate_array(
+                mix, model.sample_rate, model, settings=settings,
+                segment_seconds=segment_seconds, selection=selection)
+            return {name: audio.convert(stem, model.sample_rate, input_rate, stem.shape[0])
+                    for name, stem in stems_at_model_rate.items()}
+        options = OutputOptions(out_dir=Path(out_dir), **output_options)
+        result = separate_file(source, model, settings=settings,
+                               segment_seconds=segment_seconds, selection=selection,
+                               options=options)
+        return result.outputs
+    if sample_rate is None:
+        raise UsageError("separating an array needs its sample_rate")
+    if out_dir is not None:
+        raise UsageError("out_dir applies to file inputs; write the returned arrays yourself")
+    return separate_array(source, sample_rate, model, settings=settings,
+                          segment_seconds=segment_seconds, selection=selection)
+
+
+__all__ = [
+    "OutputOptions", "StemSelection", "TrackResult", "Observer", "StemsplitError",
+    "separate", "separate_file", "separate_array", "load_model", "resolve_device",
+]
