@@ -245,10 +245,14 @@ def _track_name(path: Path) -> str:
 
 
 def output_paths(track: Path, names: Sequence[str], model_name: str,
-                 options: OutputOptions) -> dict[str, Path]:
-    """Where each stem of ``track`` goes: <out_dir>/<model>/<filename template>."""
+                 options: OutputOptions, relative_dir: str = "") -> dict[str, Path]:
+    """Where each stem of ``track`` goes: <out_dir>/<model>/<filename template>.
+
+    ``relative_dir`` is the track's folder relative to a batch root (``{relpath}``).
+    """
     ext = options.format
     fields = {
+        "relpath": relative_dir or ".",
         "track": _track_name(track),
         "trackext": track.name.rsplit(".", 1)[-1] if "." in track.name else "",
         "ext": ext,
@@ -260,7 +264,7 @@ def output_paths(track: Path, names: Sequence[str], model_name: str,
             relative = options.filename.format(stem=name, **fields)
         except (KeyError, IndexError, ValueError) as error:
             raise UsageError(f"--filename '{options.filename}': bad template ({error})",
-                             hint="fields: {track} {trackext} {stem} {ext} {model}")
+                             hint="fields: {track} {trackext} {stem} {ext} {model} {relpath}")
         paths[name] = options.out_dir / model_name.replace("/", "_") / relative
     if len(set(paths.values())) != len(paths):
         raise UsageError(f"--filename '{options.filename}' gives several stems the same path",
@@ -277,13 +281,14 @@ def separate_file(
     selection: StemSelection = StemSelection(),
     options: OutputOptions = OutputOptions(),
     observer: Observer | None = None,
+    relative_dir: str = "",
 ) -> TrackResult:
     """Separate one file into files; errors the user can cause raise StemsplitError."""
     observer = observer or Observer()
     path = Path(path)
     started = time.monotonic()
     names = selection.output_names(model.sources)
-    destinations = output_paths(path, names, model.name, options)
+    destinations = output_paths(path, names, model.name, options, relative_dir)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():

@@ -1,0 +1,450 @@
+"""The command line: parse, report progress on stderr, map errors to exit codes.
+
+Only this module touches the terminal. stdout carries results alone (one output path per
+line, or ``--json``); messages and progress go to stderr, progress bars only when stderr is
+a terminal. torch is imported only once a command runs, so ``--help`` stays fast.
+
+Exit codes: 0 success, 1 an input or model failed, 2 usage, 130 Ctrl-C, 143 SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, List, Optional
+
+import typer
+from rich.console import Console
+
+from . import __version__
+from .errors import StemsplitError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pipeline import TrackResult
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+COMMANDS = ("separate", "batch", "models")
+
+app = typer.Typer(
+    add_completion=True,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Split songs into stems (drums, bass, other, vocals, ...).\n\n"
+    "stemsplit FILE... separates files (the 'separate' command is implied);\n"
+    "stemsplit batch DIR separates every audio file in a folder;\n"
+    "stemsplit models lists the models.",
+)
+
+
+class Terminated(BaseException):
+    """Raised on SIGTERM so that temporary files are cleaned up like on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess test
+    raise Terminated()
+
+
+class ClipMode(str, Enum):
+    rescale = "rescale"
+    clamp = "clamp"
+    tanh = "tanh"
+    none = "none"
+
+
+class OtherMethod(str, Enum):
+    add = "add"
+    minus = "minus"
+    none = "none"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"stemsplit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version_callback,
+                                 is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Split songs into stems."""
+
+
+# -- reporting -------------------------------------------------------------------------
+class TerminalObserver:
+    """Draws per-track progress on stderr (bars on a terminal, one line per track else)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress = None
+        self.task = None
+        if not quiet and stderr.is_terminal:
+            from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                TextColumn("eta"), TimeRemainingColumn(), console=stderr, transient=True,
+            )
+
+    def __enter__(self):
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            stderr.print(text, markup=False)
+
+    def track_started(self, track: str, duration_seconds: float | None) -> None:
+        if self.progress is not None:
+            self.task = self.progress.add_task(Path(track).name, total=None)
+
+    def track_progress(self, track: str, done: int, total: int) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=done, total=total)
+
+    def track_finished(self, result: "TrackResult") -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+        if result.status == "skipped":
+            self.message(f"skipped {result.input}: {result.error}")
+        elif result.status == "done":
+            duration = result.duration_seconds or 0.0
+            self.message(f"separated {result.input} ({duration:.1f} s of audio in "
+                         f"{result.seconds_taken:.1f} s)")
+
+    def download_progress(self, filename: str, done: int, total: int | None) -> None:
+        if self.progress is None:
+            return
+        key = ("download", filename)
+        tasks = getattr(self, "_downloads", {})
+        self._downloads = tasks
+        if key not in tasks:
+            tasks[key] = self.progress.add_task(f"download {filename}", total=total)
+        self.progress.update(tasks[key], completed=done, total=total)
+
+
+def report_error(error: BaseException, debug: bool) -> None:
+    if debug:
+        import traceback
+        traceback.print_exception(error, file=sys.stderr)
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    stderr.print(f"error: {message}", markup=False)
+    hint = getattr(error, "hint", None)
+    if hint:
+        stderr.print(f"hint: {hint}", markup=False)
+
+
+def _emit_results(results: list["TrackResult"], model_name: str, as_json: bool) -> None:
+    if as_json:
+        document = {
+            "model": model_name,
+            "tracks": [
+                {
+                    "input": r.input,
+                    "status": r.status,
+                    "outputs": {stem: str(path) for stem, path in r.outputs.items()},
+                    "sample_rate": r.sample_rate,
+                    "duration_seconds": r.duration_seconds,
+                    "seconds_taken": round(r.seconds_taken, 3),
+                    "error": r.error if r.status != "done" else None,
+                }
+                for r in results
+            ],
+        }
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        for result in results:
+            if result.status == "done":
+                for path in result.outputs.values():
+                    sys.stdout.write(f"{path}\n")
+    sys.stdout.flush()
+
+
+# -- shared option handling -------------------------------------------------------------
+STEMS_TO_MODEL = {4: "htdemucs", 6: "htdemucs_6s"}
+
+
+def _choose_model(model: Optional[str], name: Optional[str], stems: Optional[int],
+                  two_stems: Optional[str]) -> tuple[Optional[str], Optional[str]]:
+    """Resolve --model/-n and --stems into (model name or None, two_stems)."""
+    if model and name and model != name:
+        raise UsageError(f"--model {model} and -n {name} disagree")
+    chosen = model or name or os.environ.get("STEMSPLIT_MODEL") or None
+    if stems is None:
+        return chosen, two_stems
+    if stems not in (2, 4, 6):
+        raise UsageError(f"--stems {stems}: choose 2, 4 or 6")
+    if stems == 2:
+        if two_stems and two_stems != "vocals":
+            raise UsageError("--stems 2 means --two-stems vocals; give only one of them")
+        return chosen, "vocals"
+    if two_stems:
+        raise UsageError(f"--stems {stems} and --two-stems contradict each other")
+    if chosen is None:
+        return STEMS_TO_MODEL[stems], None
+    from .registry import load_registry
+    spec = load_registry().get(chosen)
+    if len(spec.stems) != stems:
+        raise UsageError(f"model {spec.name} gives {len(spec.stems)} stems, not {stems}",
+                         hint=f"drop --stems, or use --model {STEMS_TO_MODEL[stems]}")
+    return chosen, None
+
+
+def _run(callback) -> None:
+    """Run a command body, mapping errors and signals to one stderr line and an exit code."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    debug = os.environ.get("STEMSPLIT_DEBUG", "") not in ("", "0")
+    try:
+        code = callback()
+    except StemsplitError as error:
+        report_error(error, debug or "--debug" in sys.argv)
+        code = error.exit_code
+    except KeyboardInterrupt:
+        stderr.print("interrupted", markup=False)
+        code = 130
+    except Terminated:
+        stderr.print("terminated", markup=False)
+        code = 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    raise typer.Exit(code or 0)
+
+
+SeparateInputs = typer.Argument(..., help="Audio or video files to separate.",
+                                show_default=False)
+
+
+def _separate_inputs(
+    inputs: list[Path], *, model: Optional[str], name: Optional[str], stems: Optional[int],
+    weights: Optional[Path], repo: Optional[Path], out: Path, filename: str, device: str,
+    shifts: int, seed: int, overlap: float, segment: Optional[float], two_stems: Optional[str],
+    other_method: OtherMethod, stem: Optional[List[str]], int24: bool, float32: bool,
+    clip_mode: ClipMode, flac: bool, mp3: bool, mp3_bitrate: int, sample_rate: Optional[int],
+    jobs: int, batch_size: int, force: bool, offline: bool, quiet: bool, as_json: bool,
+    debug: bool, relative_dirs: Optional[dict[Path, str]] = None,
+) -> int:
+    if flac and mp3:
+        raise UsageError("--flac and --mp3 are exclusive")
+    if int24 and float32:
+        raise UsageError("--int24 and --float32 are exclusive")
+    if (int24 or float32) and mp3:
+        raise UsageError("--int24/--float32 do not apply to --mp3")
+    if float32 and flac:
+        raise UsageError("--float32 applies to wav only (flac is 16 or 24 bit)")
+    model_name, two_stems = _choose_model(model, name, stems, two_stems)
+
+    from . import pipeline  # torch is imported from here on
+    from .engine import SeparationSettings
+    from .loading import load_model
+
+    if jobs > 0:
+        import torch
+        torch.set_num_threads(jobs)
+    options = pipeline.OutputOptions(
+        out_dir=out, filename=filename, format="mp3" if mp3 else "flac" if flac else "wav",
+        bits=24 if int24 else 16, float32=float32, mp3_bitrate=mp3_bitrate,
+        clip_mode=clip_mode.value, sample_rate=sample_rate, force=force,
+    )
+    try:
+        settings = SeparationSettings(overlap=overlap, shifts=shifts, seed=seed,
+                                      batch_size=batch_size)
+    except ValueError as error:
+        raise UsageError(str(error))
+    selection = pipeline.StemSelection(two_stems=two_stems, other_method=other_method.value,
+                                       only=tuple(stem) if stem else None)
+    results: list[pipeline.TrackResult] = []
+    with TerminalObserver(quiet) as observer:
+        loaded = load_model(
+            model_name, weights=weights, repo=repo, offline=True if offline else None,
+            device=pipeline.resolve_device(device), progress=observer.download_progress,
+        )
+        selection.output_names(loaded.sources)  # reject a bad --stem before any work
+        loaded.engine_networks(segment)  # and a bad --segment
+        for track in inputs:
+            try:
+                results.append(pipeline.separate_file(
+                    track, loaded, settings=settings, segment_seconds=segment,
+                    selection=selection, options=options, observer=observer,
+                    relative_dir=(relative_dirs or {}).get(track, ""),
+                ))
+            except UsageError:
+                raise
+            except StemsplitError as error:
+                report_error(error, debug)
+                results.append(pipeline.TrackResult(input=str(track), status="failed",
+                                                    error=error.message))
+    _emit_results(results, loaded.name, as_json)
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+@app.command("separate")
+def separate_command(
+    inputs: List[Path] = SeparateInputs,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (see `stemsplit models`); default htdemucs."),
+    name: Optional[str] = typer.Option(None, "-n", "--name", help="Same as --model (demucs' spelling)."),
+    stems: Optional[int] = typer.Option(None, "--stems", help="4 (htdemucs), 6 (htdemucs_6s) or 2 (vocals + accompaniment)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Run a local checkpoint (.safetensors/.th) or bag folder."),
+    repo: Optional[Path] = typer.Option(None, "--repo", help="A demucs-style local model folder to load -n from."),
+    out: Path = typer.Option(Path("separated"), "-o", "--out", help="Output folder; a subfolder per model is created."),
+    filename: str = typer.Option("{track}/{stem}.{ext}", "--filename", help="Output name template: {track} {trackext} {stem} {ext} {model}."),
+    device: str = typer.Option(os.environ.get("STEMSPLIT_DEVICE", "auto"), "-d", "--device", help="auto, cpu, cuda or mps."),
+    shifts: int = typer.Option(0, "--shifts", help="Random time shifts averaged (seeded; 0 = the reference's exact stems)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the shifts."),
+    overlap: float = typer.Option(0.25, "--overlap", help="Overlap between segments, a fraction."),
+    segment: Optional[float] = typer.Option(None, "--segment", help="Segment length in seconds (default: the model's)."),
+    two_stems: Optional[str] = typer.Option(None, "--two-stems", metavar="STEM", help="Only STEM and its complement (accompaniment for vocals, else no_STEM)."),
+    other_method: OtherMethod = typer.Option(OtherMethod.add, "--other-method", help="Complement of --two-stems: sum of the other stems (add), mix minus stem (minus), or none."),
+    stem: Optional[List[str]] = typer.Option(None, "--stem", help="Write only this stem (repeatable)."),
+    int24: bool = typer.Option(False, "--int24", help="24-bit wav/flac."),
+    float32: bool = typer.Option(False, "--float32", help="32-bit float wav."),
+    clip_mode: ClipMode = typer.Option(ClipMode.rescale, "--clip-mode", help="Avoid clipping by rescaling the whole stem, clamping, tanh, or none."),
+    flac: bool = typer.Option(False, "--flac", help="Write flac."),
+    mp3: bool = typer.Option(False, "--mp3", help="Write mp3."),
+    mp3_bitrate: int = typer.Option(320, "--mp3-bitrate", help="mp3 bitrate in kbit/s."),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Output sample rate (default: the input's)."),
+    jobs: int = typer.Option(0, "-j", "--jobs", help="CPU threads for the networks (0 = all cores)."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Segments per network call."),
+    force: bool = typer.Option(False, "--force", "-f", help="Redo tracks whose outputs exist."),
+    offline: bool = typer.Option(False, "--offline", help="Never use the network (also STEMSPLIT_OFFLINE=1)."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No messages on stderr, errors only."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document describing what was written."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Separate audio files into stems."""
+    _run(lambda: _separate_inputs(**locals()))
+
+
+@app.command("batch")
+def batch_command(
+    folders: List[Path] = typer.Argument(..., help="Folders (or files) to separate."),
+    recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into subfolders."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name; default htdemucs."),
+    name: Optional[str] = typer.Option(None, "-n", "--name", help="Same as --model."),
+    stems: Optional[int] = typer.Option(None, "--stems", help="4, 6 or 2."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="A local checkpoint or bag folder."),
+    repo: Optional[Path] = typer.Option(None, "--repo", help="A demucs-style local model folder."),
+    out: Path = typer.Option(Path("separated"), "-o", "--out", help="Output folder."),
+    device: str = typer.Option(os.environ.get("STEMSPLIT_DEVICE", "auto"), "-d", "--device"),
+    shifts: int = typer.Option(0, "--shifts"),
+    seed: int = typer.Option(0, "--seed"),
+    overlap: float = typer.Option(0.25, "--overlap"),
+    segment: Optional[float] = typer.Option(None, "--segment"),
+    two_stems: Optional[str] = typer.Option(None, "--two-stems", metavar="STEM"),
+    other_method: OtherMethod = typer.Option(OtherMethod.add, "--other-method"),
+    stem: Optional[List[str]] = typer.Option(None, "--stem"),
+    int24: bool = typer.Option(False, "--int24"),
+    float32: bool = typer.Option(False, "--float32"),
+    clip_mode: ClipMode = typer.Option(ClipMode.rescale, "--clip-mode"),
+    flac: bool = typer.Option(False, "--flac"),
+    mp3: bool = typer.Option(False, "--mp3"),
+    mp3_bitrate: int = typer.Option(320, "--mp3-bitrate"),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate"),
+    jobs: int = typer.Option(0, "-j", "--jobs"),
+    batch_size: int = typer.Option(1, "--batch-size"),
+    force: bool = typer.Option(False, "--force", "-f"),
+    offline: bool = typer.Option(False, "--offline"),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+    as_json: bool = typer.Option(False, "--json"),
+    debug: bool = typer.Option(False, "--debug"),
+) -> None:
+    """Separate every audio file in folders; outputs mirror the folder tree; finished
+    files are skipped on a re-run (--force redoes them)."""
+    arguments = dict(locals())
+
+    def body() -> int:
+        from .audio import is_audio_path
+        recursive = arguments.pop("recursive")
+        tracks: list[Path] = []
+        relative_dirs: dict[Path, str] = {}
+        for folder in arguments.pop("folders"):
+            if folder.is_file():
+                tracks.append(folder)
+                continue
+            if not folder.is_dir():
+                raise UsageError(f"{folder}: no such folder")
+            for path in sorted(folder.glob("**/*" if recursive else "*")):
+                relative = path.relative_to(folder)
+                if any(part.startswith(".") for part in relative.parts):
+                    continue
+                if path.is_file() and is_audio_path(path):
+                    tracks.append(path)
+                    relative_dirs[path] = str(relative.parent)
+        if not tracks:
+            raise UsageError("no audio files found")
+        return _separate_inputs(tracks, filename="{relpath}/{track}/{stem}.{ext}",
+                                relative_dirs=relative_dirs, **arguments)
+    _run(body)
+
+
+@app.command("models")
+def models_command(
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+) -> None:
+    """List the models: name, stems, family, SDR, whether cached."""
+
+    def body() -> int:
+        from .registry import load_registry
+        registry = load_registry()
+        try:
+            from .cache import is_cached
+        except ImportError:  # pragma: no cover
+            is_cached = None
+        rows = []
+        for spec in registry.models.values():
+            cached = bool(is_cached(spec)) if is_cached else False
+            rows.append({
+                "name": spec.name, "default": spec.name == registry.default_model,
+                "stems": list(spec.stems), "architecture": spec.architecture,
+                "family": spec.family, "sdr": spec.sdr, "cached": cached,
+                "aliases": list(spec.aliases), "description": spec.description,
+                "supported": spec.unsupported is None,
+            })
+        if as_json:
+            sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+            return 0
+        from rich.table import Table
+        table = Table(box=None, pad_edge=False)
+        for column in ("model", "stems", "architecture", "SDR", "cached", "description"):
+            table.add_column(column)
+        for row in rows:
+            label = row["name"] + (" (default)" if row["default"] else "")
+            if row["aliases"]:
+                label += f" [{', '.join(row['aliases'])}]"
+            description = row["description"]
+            if not row["supported"]:
+                description = "not supported yet: " + description
+            table.add_row(label, str(len(row["stems"])), row["architecture"],
+                          f"{row['sdr']:.1f}" if row["sdr"] else "-",
+                          "yes" if row["cached"] else "no", description)
+        Console(highlight=False, soft_wrap=False, width=200).print(table)
+        return 0
+
+    _run(body)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: ``stemsplit FILE...`` means ``stemsplit separate FILE...``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] not in COMMANDS and args[0] not in ("-h", "--help", "--version") \
+            and not args[0].startswith("--show-completion") \
+            and not args[0].startswith("--install-completion"):
+        args.insert(0, "separate")
+    app(args=args, prog_name="stemsplit")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
