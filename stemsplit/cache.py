@@ -21,15 +21,13 @@ calls :func:`is_cached` and must stay fast.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import http.client
 import os
 import re
 import socket
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,8 +117,24 @@ def _expected_prefix(filename: str) -> str | None:
 
 def _verify(path: Path, expected: str) -> str | None:
     """None when ``path``'s sha256 starts with ``expected``, else its actual prefix."""
-    actual = sha256_of(path)[: len(expected)]
+    try:
+        actual = sha256_of(path)[: len(expected)]
+    except OSError as error:
+        raise ModelError(f"{path}: unreadable ({error.strerror or error})") from None
     return None if actual == expected else actual
+
+
+def _check_named_checksum(path: Path) -> None:
+    """A ``<sig>-<sha>.th`` must hash to its name: ChecksumError otherwise."""
+    expected = _expected_prefix(path.name)
+    if expected is None:
+        return
+    actual = _verify(path, expected)
+    if actual is not None:
+        raise ChecksumError(
+            f"{path}: sha256 starts with {actual}, not {expected} as its name says",
+            hint="the file is damaged or was modified; fetch it again",
+        )
 
 
 def _sig_of(path: Path) -> str:
@@ -140,7 +154,7 @@ def _find_in_folder(folder: Path, sig: str) -> Path | None:
     candidates = [folder / f"{sig}.th"] if (folder / f"{sig}.th").is_file() else []
     candidates += [
         path
-        for path in sorted(folder.glob(f"{glob_escape(sig)}-*.th"))
+        for path in sorted(folder.glob(f"{_glob_escape(sig)}-*.th"))
         if path.is_file() and "-" not in path.stem[len(sig) + 1:]
     ]
     if not candidates:
@@ -151,24 +165,17 @@ def _find_in_folder(folder: Path, sig: str) -> Path | None:
             f"several checkpoints for {sig} in {folder}: {names}", hint="delete all but one"
         )
     path = candidates[0]
-    expected = _expected_prefix(path.name)
-    if expected is not None:
-        actual = _verify(path, expected)
-        if actual is not None:
-            raise ChecksumError(
-                f"{path}: sha256 starts with {actual}, not {expected} as its name says",
-                hint="the file is damaged or was modified; fetch it again",
-            )
+    _check_named_checksum(path)
     return path
 
 
-def glob_escape(text: str) -> str:
+def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _bag_from_folder(folder: Path, bag_file: Path | None, members: list[str], origin: str,
                      weights: list[list[float]] | None, segment: float | None,
-                     model: str) -> ResolvedBag:
+                     model: str, hint: str) -> ResolvedBag:
     if bag_file is not None:
         bag = read_bag_yaml(bag_file)
         members, weights, segment = bag.members, bag.weights, bag.segment
@@ -183,9 +190,12 @@ def _bag_from_folder(folder: Path, bag_file: Path | None, members: list[str], or
         raise WeightsUnavailableError(
             f"{model}: {_members_phrase(missing, members)} not found in {folder} "
             f"(looked for <sig>.safetensors, <sig>.th and <sig>-<sha256 prefix>.th)",
-            hint="copy the missing files there, or drop --repo to use the caches and downloads",
+            hint=hint,
         )
     return ResolvedBag(member_paths=paths, weights=weights, segment=segment, origin=origin)
+
+
+_WEIGHTS_HINT = "put the members the bag file lists beside it"
 
 
 def resolve_weights_path(path: Path | str) -> ResolvedBag:
@@ -199,19 +209,12 @@ def resolve_weights_path(path: Path | str) -> ResolvedBag:
         raise ModelError(f"--weights {path}: no such file or folder")
     if path.is_file():
         if path.suffix in (".yaml", ".yml"):
-            return _bag_from_folder(path.parent, path, [], str(path), None, None, path.stem)
+            return _bag_from_folder(path.parent, path, [], str(path), None, None, path.stem, _WEIGHTS_HINT)
         if path.suffix not in CHECKPOINT_SUFFIXES:
             raise ModelError(
                 f"--weights {path}: expected a .safetensors or .th checkpoint, a bag .yaml, or a folder"
             )
-        expected = _expected_prefix(path.name)
-        if expected is not None:
-            actual = _verify(path, expected)
-            if actual is not None:
-                raise ChecksumError(
-                    f"{path}: sha256 starts with {actual}, not {expected} as its name says",
-                    hint="the file is damaged or was modified; fetch it again",
-                )
+        _check_named_checksum(path)
         return ResolvedBag(member_paths=[path], weights=None, segment=None, origin=str(path))
     bag_files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
     if len(bag_files) > 1:
@@ -221,14 +224,14 @@ def resolve_weights_path(path: Path | str) -> ResolvedBag:
             hint=f"pass one of them, e.g. --weights {bag_files[0]}",
         )
     if bag_files:
-        return _bag_from_folder(path, bag_files[0], [], str(path), None, None, path.name)
+        return _bag_from_folder(path, bag_files[0], [], str(path), None, None, path.name, _WEIGHTS_HINT)
     sigs: list[str] = []
     for checkpoint in sorted(p for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file()):
         if _sig_of(checkpoint) not in sigs:
             sigs.append(_sig_of(checkpoint))
     if not sigs:
         raise ModelError(f"--weights {path}: the folder holds no .safetensors or .th checkpoint")
-    return _bag_from_folder(path, None, sigs, str(path), None, None, path.name)
+    return _bag_from_folder(path, None, sigs, str(path), None, None, path.name, _WEIGHTS_HINT)
 
 
 # --------------------------------------------------------------------------- Hugging Face
@@ -298,6 +301,9 @@ def _hf_failure(error: Exception) -> str:
 
 
 def _describe_network_error(error: BaseException) -> str:
+    import http.client
+    import urllib.error
+
     if isinstance(error, urllib.error.HTTPError):
         return f"HTTP {error.code}"
     if isinstance(error, urllib.error.URLError) and isinstance(error.reason, BaseException):
@@ -320,6 +326,8 @@ def _probe(url: str) -> str | None:
     Runs in a thread so that a slow DNS lookup cannot hold us longer than the timeout. Skipped
     (None) when a proxy is configured: the direct route says nothing then.
     """
+    import urllib.request
+
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
@@ -344,36 +352,40 @@ def _probe(url: str) -> str | None:
     return _describe_network_error(error) if isinstance(error, BaseException) else "timed out"
 
 
-class _HTTPConnection(http.client.HTTPConnection):
-    """Short timeout to connect, a longer one between bytes once connected."""
+@functools.lru_cache(maxsize=None)
+def _opener():  # noqa: ANN202
+    """A urllib opener with a short connect timeout and a longer one between bytes."""
+    import http.client
+    import urllib.request
 
-    def connect(self) -> None:
-        self.timeout = CONNECT_TIMEOUT
-        super().connect()
-        self.sock.settimeout(READ_TIMEOUT)
+    class Connection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.timeout = CONNECT_TIMEOUT
+            super().connect()
+            self.sock.settimeout(READ_TIMEOUT)
 
+    class SecureConnection(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            self.timeout = CONNECT_TIMEOUT
+            super().connect()
+            self.sock.settimeout(READ_TIMEOUT)
 
-class _HTTPSConnection(http.client.HTTPSConnection):
-    def connect(self) -> None:
-        self.timeout = CONNECT_TIMEOUT
-        super().connect()
-        self.sock.settimeout(READ_TIMEOUT)
+    class Handler(urllib.request.HTTPHandler):
+        def http_open(self, req):  # noqa: ANN001, ANN201
+            return self.do_open(Connection, req)
 
+    class SecureHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req):  # noqa: ANN001, ANN201
+            return self.do_open(SecureConnection, req, context=self._context)
 
-class _HTTPHandler(urllib.request.HTTPHandler):
-    def http_open(self, req):  # noqa: ANN001, ANN201
-        return self.do_open(_HTTPConnection, req)
-
-
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def https_open(self, req):  # noqa: ANN001, ANN201
-        return self.do_open(_HTTPSConnection, req, context=self._context)
+    return urllib.request.build_opener(Handler, SecureHandler)
 
 
 def _open_url(url: str):  # noqa: ANN202
-    opener = urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
+    import urllib.request
+
     request = urllib.request.Request(url, headers={"User-Agent": "stemsplit"})
-    return opener.open(request, timeout=READ_TIMEOUT)
+    return _opener().open(request, timeout=READ_TIMEOUT)
 
 
 class _NetworkFailure(Exception):
@@ -387,15 +399,22 @@ def download_verified(url: str, destination: Path, expected_prefix: str | None,
 
     Raises ChecksumError on a mismatch and _NetworkFailure for network problems.
     """
+    import http.client
+
     temporary = destination.parent / f".{destination.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.part"
     digest = hashlib.sha256()
     try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
         try:
             response = _open_url(url)
         except (OSError, http.client.HTTPException, ValueError) as error:
             raise _NetworkFailure(_describe_network_error(error)) from None
-        with response, open(temporary, "wb") as output:
+        try:  # folders are made only once the server answered
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            output = open(temporary, "wb")
+        except OSError:
+            response.close()
+            raise
+        with response, output:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             done = 0
@@ -471,7 +490,6 @@ class _Resolution:
         self.hub_dir = hf_cache_dir()
         self.torch_dir = torch_hub_checkpoints_dir()
         self.bag: BagDescription | None = None
-        self.bag_origin: str | None = None
         self.found: dict[str, tuple[Path, str]] = {}
         self.problems: list[str] = []
 
@@ -613,7 +631,8 @@ def resolve_demucs_model(
         weights = [list(row) for row in spec.bag_weights] if spec.bag_weights is not None else None
         segment = float(spec.segment_seconds) if spec.segment_seconds is not None else None
         return _bag_from_folder(folder, bag_file, list(spec.members), f"repo folder {folder}",
-                                weights, segment, spec.name)
+                                weights, segment, spec.name,
+                                "copy the missing files there, or drop --repo to use the caches and downloads")
 
     offline_reason = ""
     if offline_from_environment():

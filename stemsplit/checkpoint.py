@@ -22,6 +22,7 @@ torch is imported inside the functions that need it; importing this module is ch
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import json
 import pickle
@@ -280,8 +281,12 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._storages: dict[str, _Storage] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        if module == "__builtin__":  # protocol 2 spelling
-            module = "builtins"
+        # Protocol 2 pickles spell some modules the Python 2 way ('__builtin__', 'commands'
+        # for subprocess): translate as pickle itself does, then judge the real name.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         if module == "builtins" and name in _SAFE_BUILTINS:
             return _SAFE_BUILTINS[name]
         if module == "collections" and name == "OrderedDict":

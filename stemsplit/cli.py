@@ -325,7 +325,8 @@ def separate_command(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Separate audio files into stems."""
-    _run(lambda: _separate_inputs(**locals()))
+    arguments = dict(locals())
+    _run(lambda: _separate_inputs(**arguments))
 
 
 @app.command("batch")

@@ -108,3 +108,22 @@ def test_full_size_hdemucs_mmi():
     mix = torch.randn(1, 2, 44100)
     with torch.no_grad():
         assert_close(ref(mix.clone()), ours(mix))
+
+
+@pytest.mark.parametrize("channels,iters,residual", [(2, 1, False), (2, 2, True), (1, 1, True),
+                                                     (2, 0, True)])
+def test_wiener_filter_windows_and_silence(channels, iters, residual):
+    """Excerpts of 300 frames, several items, exactly silent bins, mono and stereo."""
+    kwargs = dict(SMALL, cac=False, wiener_iters=iters, end_iters=iters,
+                  wiener_residual=residual, audio_channels=channels)
+    ref, ours = build_pair(kwargs)
+    torch.manual_seed(3)
+    shape = (2, channels, 40, 650)
+    mix = torch.complex(torch.randn(shape), torch.randn(shape))
+    mix[:, :, :, 100:120] = 0  # silence, as in zero-padded chunks
+    mags = torch.rand(2, len(SOURCES), channels, 40, 650) * 3
+    expected = ref._mask(mix.clone(), mags.clone())
+    got = ours._mask(mix.clone(), mags.clone())
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    diff = (got - expected).abs().max().item()
+    assert diff <= 1e-5 * max(1.0, expected.abs().max().item()), diff

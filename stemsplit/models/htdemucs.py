@@ -33,8 +33,12 @@ from torch.nn import functional as F
 from ..errors import ModelError
 from .layers import HDecLayer, HEncLayer, MultiWrap, ScaledEmbedding, ispectro, pad1d, spectro
 from .transformer import CrossTransformerEncoder
+from .wiener import phase_estimate, wiener_filter
 
-__all__ = ["HTDemucs"]
+__all__ = ["HTDemucs", "WIENER_FRAMES"]
+
+#: STFT frames per call of the Wiener filter (``cac=False`` models), as in demucs.
+WIENER_FRAMES = 300
 
 
 class HTDemucs(nn.Module):
@@ -369,45 +373,38 @@ class HTDemucs(nn.Module):
             parts = m.view(batch, sources, channels2 // 2, 2, freqs, frames)
             return torch.view_as_complex(parts.permute(0, 1, 2, 4, 5, 3).contiguous())
         if self.wiener_iters < 0:
-            z = z[:, None]
-            return z / (1e-8 + z.abs()) * m
+            mix = z[:, None]
+            return mix / (1e-8 + mix.abs()) * m
+        if self.wiener_iters == 0:
+            return phase_estimate(m, z)
         return self._wiener(m, z)
 
-    def _wiener(self, magnitudes: torch.Tensor, mix_stft: torch.Tensor) -> torch.Tensor:
-        """Wiener filtering of magnitude estimates (cac=False models only).
+    def _wiener(self, magnitudes: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        """Multichannel Wiener filtering (``cac=False`` models with ``wiener_iters > 0``),
+        per batch item and per excerpt of :data:`WIENER_FRAMES` frames.
 
         Args:
-            magnitudes: ``(B, S, C, Fr, N)``.
-            mix_stft: complex ``(B, C, Fr, N)``.
+            magnitudes: real ``(B, S, C, Fr, N)``.
+            mix: complex ``(B, C, Fr, N)``.
 
         Returns:
             complex ``(B, S, C, Fr, N)``.
         """
-        try:
-            from .wiener import wiener
-        except ImportError as exc:  # pragma: no cover - depends on the build
-            raise ModelError("Wiener filtering is not available") from exc
-        window = 300  # frames per Wiener call, as the models were evaluated
         batch, sources, channels, freqs, frames = magnitudes.shape
         mags = magnitudes.permute(0, 4, 3, 2, 1)  # (B, N, Fr, C, S)
-        mix = torch.view_as_real(mix_stft.permute(0, 3, 2, 1))  # (B, N, Fr, C, 2)
-        per_item = []
+        mixes = mix.permute(0, 3, 2, 1)  # (B, N, Fr, C)
+        out = torch.empty(
+            (batch, frames, freqs, channels, sources), dtype=mix.dtype, device=mix.device
+        )
         for item in range(batch):
-            chunks = []
-            for start in range(0, frames, window):
-                span = slice(start, start + window)
-                # wiener: (n, Fr, C, 2, S) -> (n, Fr, C, S, 2)
-                out = wiener(
-                    mags[item, span], mix[item, span], self.wiener_iters,
+            for start in range(0, frames, WIENER_FRAMES):
+                span = slice(start, start + WIENER_FRAMES)
+                filtered = wiener_filter(
+                    mags[item, span], mixes[item, span], self.wiener_iters,
                     residual=self.wiener_residual,
                 )
-                chunks.append(out.transpose(-1, -2))
-            per_item.append(torch.cat(chunks, dim=0))
-        out = torch.view_as_complex(torch.stack(per_item, 0).contiguous())
-        out = out.permute(0, 4, 3, 2, 1)  # (B, S', C, Fr, N)
-        if self.wiener_residual:
-            out = out[:, :-1]
-        return out.contiguous().to(mix_stft.dtype)
+                out[item, span] = filtered[..., :sources]  # drop the residual source
+        return out.permute(0, 4, 3, 2, 1)
 
     # ----------------------------------------------------------------------------------
     # Forward

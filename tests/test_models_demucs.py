@@ -1,0 +1,113 @@
+"""Parity of stemsplit.models.demucs.Demucs with demucs 4.1.0 (the test oracle)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stemsplit.models.demucs import Demucs, center_trim
+
+reference = pytest.importorskip("demucs.demucs")
+
+SOURCES = ["drums", "bass", "other", "vocals"]
+
+CONFIGS = {
+    # the layout of the mdx bag's time-domain members, scaled down
+    "mdx_like": dict(channels=8, depth=4),
+    "no_resample_no_normalize": dict(channels=8, depth=4, resample=False, normalize=False),
+    "relu_no_glu_lstm": dict(channels=8, depth=4, glu=False, gelu=False, lstm_layers=2),
+    "dconv_attn_lstm_norm": dict(channels=16, depth=3, dconv_mode=3, dconv_attn=2, dconv_lstm=1,
+                                 norm_starts=1, norm_groups=2, growth=3, context=2),
+    "no_rewrite": dict(channels=8, depth=3, rewrite=False, dconv_mode=2, kernel_size=6,
+                       stride=3),
+    "mono": dict(channels=8, depth=3, audio_channels=1),
+}
+
+LENGTHS = [57330, 44100, 1001]
+
+
+def build_pair(kwargs: dict, seed: int = 0):
+    """demucs' model with random weights, and ours with the same state."""
+    torch.manual_seed(seed)
+    ref = reference.Demucs(SOURCES, **kwargs)
+    for name, param in ref.named_parameters():
+        if name.endswith(".scale"):  # make the DConv branches matter
+            param.data.uniform_(0.2, 1.0)
+    ref.eval()
+    ours = Demucs(SOURCES, **kwargs).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours
+
+
+def assert_close(ref_out: torch.Tensor, out: torch.Tensor) -> float:
+    assert out.shape == ref_out.shape
+    diff = (out - ref_out).abs().max().item()
+    assert diff <= 1e-5 * max(1.0, ref_out.abs().max().item()), diff
+    return diff
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_matches_demucs(name):
+    kwargs = CONFIGS[name]
+    ref, ours = build_pair(kwargs)
+    channels = kwargs.get("audio_channels", 2)
+    # attention and LSTMs on long sequences are slow (in demucs too): keep those short
+    lengths = LENGTHS if kwargs.get("dconv_attn", 4) >= kwargs["depth"] else [6001, 1001]
+    for length in lengths:
+        assert ours.valid_length(length) == ref.valid_length(length)
+        mix = torch.randn(2 if length < 5000 else 1, channels, length)
+        with torch.no_grad():
+            expected = ref(mix.clone())
+            got = ours(mix.clone())
+        assert got.shape == (mix.shape[0], len(SOURCES), channels, length)
+        assert_close(expected, got)
+
+
+@pytest.mark.parametrize("length", [1, 8, 100, 343980, 1234567])
+def test_valid_length(length):
+    for kwargs in CONFIGS.values():
+        ref = reference.Demucs(SOURCES, **kwargs)
+        ours = Demucs(SOURCES, **kwargs)
+        assert ours.valid_length(length) == ref.valid_length(length)
+
+
+def test_half_precision_state():
+    ref, ours = build_pair(CONFIGS["dconv_attn_lstm_norm"], seed=1)
+    half = {key: value.half() for key, value in ref.state_dict().items()}
+    ref.load_state_dict(dict(half))
+    ours.load_state_dict(dict(half), strict=True)
+    mix = torch.randn(1, 2, 6000)
+    with torch.no_grad():
+        assert_close(ref(mix.clone()), ours(mix))
+
+
+def test_legacy_key_names():
+    """Pre-DConv checkpoints kept the 1x1 conv at index 2 of each layer."""
+    kwargs = dict(channels=8, depth=3, dconv_mode=0, norm_starts=10)
+    ref, ours = build_pair(kwargs)
+    state = ref.state_dict()
+    old = {}
+    for key, value in state.items():
+        part, index, pos, leaf = key.split(".")
+        if pos == "3":
+            pos = "2"
+        old[f"{part}.{index}.{pos}.{leaf}"] = value
+    assert old.keys() != state.keys()
+    fresh = Demucs(SOURCES, **kwargs).eval()
+    fresh.load_state_dict(old, strict=True)
+    mix = torch.randn(1, 2, 5000)
+    with torch.no_grad():
+        assert_close(ref(mix), fresh(mix))
+
+
+def test_metadata_and_center_trim():
+    model = Demucs(SOURCES, segment=7.8, channels=8, depth=2)
+    assert (model.sources, model.samplerate, model.audio_channels) == (SOURCES, 44100, 2)
+    assert model.segment == 7.8
+    model.segment = 44
+    assert model.segment == 44
+    x = torch.arange(10.0)
+    assert center_trim(x, 7).tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    assert center_trim(x, torch.zeros(10)).tolist() == x.tolist()
+    with pytest.raises(ValueError):
+        center_trim(x, 11)
