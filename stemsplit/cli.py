@@ -219,6 +219,16 @@ def _run(callback) -> None:
     except Terminated:
         stderr.print("terminated", markup=False)
         code = 143
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as error:  # a bug: still one line, the traceback with --debug
+        if debug or "--debug" in sys.argv:
+            raise
+        stderr.print(f"error: internal error: {type(error).__name__}: {error}".splitlines()[0],
+                     markup=False)
+        stderr.print("hint: rerun with --debug for the traceback, and please report it",
+                     markup=False)
+        code = 1
     finally:
         signal.signal(signal.SIGTERM, previous)
     raise typer.Exit(code or 0)

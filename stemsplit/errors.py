@@ -35,6 +35,10 @@ class ModelError(StemsplitError):
     """An unknown model name, or a checkpoint that cannot be built."""
 
 
+class UnknownModelError(ModelError, UsageError):
+    """A model name that weights.toml does not list (a usage error: exit code 2)."""
+
+
 class WeightsUnavailableError(ModelError):
     """The weights are neither cached nor downloadable (offline, no network)."""
 

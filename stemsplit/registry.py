@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelError
+from .errors import ModelError, UnknownModelError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # Inside a wheel the file ships as stemsplit/weights.toml; in a source checkout it sits
@@ -79,7 +79,7 @@ class Registry:
         )
         close = difflib.get_close_matches(wanted, known, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ModelError(
+        raise UnknownModelError(
             f"unknown model '{name}'",
             hint=f"{hint}`stemsplit models` lists the models; --weights PATH runs a local checkpoint",
         )

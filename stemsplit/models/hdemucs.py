@@ -212,18 +212,30 @@ class HDemucs(nn.Module):
         z = spectro(x, self.nfft, hop)
         return z[..., :-1, 2:2 + frames]
 
-    def _ispec(self, z: torch.Tensor, length: int) -> torch.Tensor:
-        """Complex ``(..., nfft // 2, frames)`` -> real ``(..., length)``."""
+    def _pad_spec(self, z: torch.Tensor) -> torch.Tensor:
+        """Restore the Nyquist bin (zero) and, for hybrid models, 2 frames on each side.
+
+        complex ``(..., nfft // 2, frames)`` -> ``(..., nfft // 2 + 1, frames [+ 4])``.
+        """
+        z = F.pad(z, (0, 0, 0, 1))
+        if self.hybrid:
+            z = F.pad(z, (2, 2))
+        return z
+
+    def _istft(self, padded: torch.Tensor, length: int) -> torch.Tensor:
+        """Inverse STFT of a :meth:`_pad_spec`-padded spectrogram -> real ``(..., length)``."""
         hop = self.hop_length
-        z = F.pad(z, (0, 0, 0, 1))  # restore the Nyquist bin (zero)
         if not self.hybrid:
-            return ispectro(z, hop, length)
-        z = F.pad(z, (2, 2))
+            return ispectro(padded, hop, length)
         pad = hop // 2 * 3
         rounded = hop * math.ceil(length / hop)
         if self.hybrid_old:
-            return ispectro(z, hop, length=rounded)[..., :length]
-        return ispectro(z, hop, length=rounded + 2 * pad)[..., pad:pad + length]
+            return ispectro(padded, hop, length=rounded)[..., :length]
+        return ispectro(padded, hop, length=rounded + 2 * pad)[..., pad:pad + length]
+
+    def _ispec(self, z: torch.Tensor, length: int) -> torch.Tensor:
+        """Complex ``(..., nfft // 2, frames)`` -> real ``(..., length)``."""
+        return self._istft(self._pad_spec(z), length)
 
     def _magnitude(self, z: torch.Tensor) -> torch.Tensor:
         """Frequency branch input from the complex STFT ``(B, C, Fr, T)``.
@@ -236,6 +248,17 @@ class HDemucs(nn.Module):
         batch, channels, freqs, frames = z.shape
         return torch.view_as_real(z).permute(0, 1, 4, 2, 3).reshape(
             batch, channels * 2, freqs, frames)
+
+    def _cac_padded_spec(self, m: torch.Tensor) -> torch.Tensor:
+        """``cac`` output ``(B, S, 2C, Fr, T)`` -> ``_pad_spec(_mask(z, m))`` in one copy."""
+        batch, sources, channels, freqs, frames = m.shape
+        side = 2 if self.hybrid else 0
+        out = torch.zeros((batch, sources, channels // 2, freqs + 1, frames + 2 * side),
+                          dtype=torch.complex64 if m.dtype == torch.float32 else torch.complex128,
+                          device=m.device)
+        pairs = m.view(batch, sources, channels // 2, 2, freqs, frames).permute(0, 1, 2, 4, 5, 3)
+        torch.view_as_real(out)[..., :freqs, side:side + frames, :] = pairs
+        return out
 
     def _mask(self, z: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """Complex source spectrograms ``(B, S, C, Fr, T)`` from the branch output.
@@ -343,8 +366,11 @@ class HDemucs(nn.Module):
         device = x.device
         if device.type in ("mps", "xpu"):  # no complex support there
             x = x.cpu()
-        spec_out = self._mask(z, x)
-        out = self._ispec(spec_out, length).to(device)
+        if self.cac:
+            padded = self._cac_padded_spec(x)
+        else:
+            padded = self._pad_spec(self._mask(z, x))
+        out = self._istft(padded, length).to(device)
         if self.hybrid:
             xt = xt.view(batch, n_sources, -1, length)
             out = out + (xt * std_t[:, None] + mean_t[:, None])
