@@ -256,6 +256,11 @@ def _separate_inputs(
     if float32 and flac:
         raise UsageError("--float32 applies to wav only (flac is 16 or 24 bit)")
     model_name, two_stems = _choose_model(model, name, stems, two_stems)
+    to_stdout = str(out) == "-"
+    if to_stdout and as_json:
+        raise UsageError("-o - writes audio to stdout; --json cannot share it")
+    if sum(str(track) == "-" for track in inputs) > 1 or (to_stdout and len(inputs) != 1):
+        raise UsageError("stdin ('-') and -o - take exactly one input")
 
     from . import pipeline  # torch is imported from here on
     from .engine import SeparationSettings
@@ -268,6 +273,7 @@ def _separate_inputs(
         out_dir=out, filename=filename, format="mp3" if mp3 else "flac" if flac else "wav",
         bits=24 if int24 else 16, float32=float32, mp3_bitrate=mp3_bitrate,
         clip_mode=clip_mode.value, sample_rate=sample_rate, force=force,
+        stream=sys.stdout.buffer if to_stdout else None,
     )
     try:
         settings = SeparationSettings(overlap=overlap, shifts=shifts, seed=seed,
@@ -287,7 +293,7 @@ def _separate_inputs(
         for track in inputs:
             try:
                 results.append(pipeline.separate_file(
-                    track, loaded, settings=settings, segment_seconds=segment,
+                    sys.stdin.buffer if str(track) == "-" else track, loaded, settings=settings, segment_seconds=segment,
                     selection=selection, options=options, observer=observer,
                     relative_dir=(relative_dirs or {}).get(track, ""),
                 ))
@@ -297,7 +303,8 @@ def _separate_inputs(
                 report_error(error, debug)
                 results.append(pipeline.TrackResult(input=str(track), status="failed",
                                                     error=error.message))
-    _emit_results(results, loaded.name, as_json)
+    if not to_stdout:
+        _emit_results(results, loaded.name, as_json)
     return 1 if any(r.status == "failed" for r in results) else 0
 
 

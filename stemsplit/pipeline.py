@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +45,8 @@ class OutputOptions:
     """Output rate; None = the input's own rate."""
     force: bool = False
     """Rewrite a track whose outputs all exist already (otherwise it is skipped)."""
+    stream: IO[bytes] | None = None
+    """Write the single selected stem to this binary stream (``-o -``) instead of files."""
 
     def __post_init__(self) -> None:
         if self.format not in OUTPUT_FORMATS:
@@ -272,8 +274,24 @@ def output_paths(track: Path, names: Sequence[str], model_name: str,
     return paths
 
 
+def _spool_stream(stream: IO[bytes]) -> Path:
+    """Copy a byte stream (stdin) to a temporary file, so that ffmpeg can seek in it."""
+    handle, name = tempfile.mkstemp(prefix="stemsplit-stdin-")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            while chunk := stream.read(1 << 20):
+                file.write(chunk)
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)
+
+
+STDIN_TRACK_NAME = "stdin"
+
+
 def separate_file(
-    path: str | Path,
+    path: str | Path | IO[bytes],
     model: LoadedModel,
     *,
     settings: SeparationSettings = SeparationSettings(),
@@ -282,18 +300,44 @@ def separate_file(
     options: OutputOptions = OutputOptions(),
     observer: Observer | None = None,
     relative_dir: str = "",
+    name_as: str | None = None,
 ) -> TrackResult:
-    """Separate one file into files; errors the user can cause raise StemsplitError."""
+    """Separate one file (or a byte stream such as stdin) into files or ``options.stream``.
+
+    ``name_as`` replaces the file's name in output names (a stream is named "stdin").
+
+    Errors the user can cause raise StemsplitError; no output or temporary file is left.
+    """
+    if not isinstance(path, (str, Path)):
+        spooled = _spool_stream(path)
+        try:
+            result = separate_file(spooled, model, settings=settings,
+                                   segment_seconds=segment_seconds, selection=selection,
+                                   options=options, observer=observer,
+                                   relative_dir=relative_dir,
+                                   name_as=name_as or STDIN_TRACK_NAME)
+        finally:
+            spooled.unlink(missing_ok=True)
+        result.input = "-"
+        return result
     observer = observer or Observer()
     path = Path(path)
     started = time.monotonic()
     names = selection.output_names(model.sources)
-    destinations = output_paths(path, names, model.name, options, relative_dir)
+    if options.stream is not None:
+        if len(names) != 1:
+            raise UsageError(f"-o - writes one stem, but this run has {len(names)} "
+                             f"({', '.join(names)})", hint="choose one with --stem NAME")
+        destinations: dict[str, Path] = {}
+    else:
+        destinations = output_paths(Path(name_as) if name_as else path, names, model.name,
+                                    options, relative_dir)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory", hint="use `stemsplit batch DIR` for folders")
-    if not options.force and all(p.is_file() for p in destinations.values()):
+    if (destinations and not options.force
+            and all(p.is_file() for p in destinations.values())):
         result = TrackResult(input=str(path), status="skipped", outputs=destinations,
                              error="outputs exist (use --force to redo)")
         observer.track_finished(result)
@@ -301,16 +345,18 @@ def separate_file(
     info = audio.probe(path)
     output_rate = options.sample_rate or info.sample_rate
     observer.track_started(str(path), info.duration_seconds)
-    spool = _Spool(audio.decode_blocks(path, model.sample_rate, model.audio_channels),
+    spool = _Spool(audio.decode_blocks(path, model.sample_rate, model.audio_channels, info=info),
                    model.audio_channels, None)
     writers: dict[str, audio.StemWriter] = {}
     try:
         if spool.frames == 0:
             raise InputError(f"{path}: contains no audio samples")
-        for name, destination in destinations.items():
-            destination.parent.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            target = options.stream if options.stream is not None else destinations[name]
+            if isinstance(target, Path):
+                target.parent.mkdir(parents=True, exist_ok=True)
             writers[name] = audio.open_stem_writer(
-                destination, sample_rate=model.sample_rate, output_sample_rate=output_rate,
+                target, sample_rate=model.sample_rate, output_sample_rate=output_rate,
                 channels=model.audio_channels, format=options.format, bits=options.bits,
                 float32=options.float32, mp3_bitrate=options.mp3_bitrate,
                 clip_mode=options.clip_mode,
@@ -320,7 +366,7 @@ def separate_file(
             selection, lambda name, block: writers[name].write(block),
             lambda done, total: observer.track_progress(str(path), done, total),
         )
-        outputs = {name: writer.commit() for name, writer in writers.items()}
+        committed = {name: writer.commit() for name, writer in writers.items()}
     except BaseException:
         for writer in writers.values():
             writer.abort()
@@ -328,8 +374,9 @@ def separate_file(
     finally:
         spool.close()
     result = TrackResult(
-        input=str(path), status="done", outputs=outputs, sample_rate=output_rate,
-        duration_seconds=spool.frames / model.sample_rate,
+        input=str(path), status="done",
+        outputs={name: p for name, p in committed.items() if p is not None},
+        sample_rate=output_rate, duration_seconds=spool.frames / model.sample_rate,
         seconds_taken=time.monotonic() - started,
     )
     observer.track_finished(result)

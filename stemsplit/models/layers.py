@@ -281,7 +281,8 @@ class LocalState(nn.Module):
             freq_q = self.query_freqs(x).view(batch, heads, -1, steps) / math.sqrt(self.nfreqs)
             scores = scores + torch.einsum("fts,bhfs->bhts", freq_kernel, freq_q)
         if self.ndecay:
-            # sum_f -(f+1) |t-s| / sqrt(ndecay) * q_f[s] == -|t-s| * sum_f (f+1) q_f[s] / sqrt(ndecay)
+            # sum_f -(f+1) |t-s| q_f[s] / sqrt(ndecay)
+            #     == -|t-s| * (sum_f (f+1) q_f[s]) / sqrt(ndecay)
             rates = torch.arange(1, self.ndecay + 1, device=x.device, dtype=x.dtype)
             decay_q = torch.sigmoid(self.query_decay(x).view(batch, heads, -1, steps)) / 2
             rate = torch.matmul(rates, decay_q) / math.sqrt(self.ndecay)  # (B, h, S)

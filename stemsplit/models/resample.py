@@ -27,7 +27,8 @@ __all__ = ["resample_frac", "resample_kernel"]
 
 
 @functools.lru_cache(maxsize=16)
-def _cpu_kernel(old_sr: int, new_sr: int, zeros: int, rolloff: float) -> tp.Tuple[torch.Tensor, int]:
+def _cpu_kernel(old_sr: int, new_sr: int, zeros: int,
+                rolloff: float) -> tp.Tuple[torch.Tensor, int]:
     """Float32 filter bank on CPU, see :func:`resample_kernel`."""
     cutoff = min(old_sr, new_sr) * rolloff
     half_width = math.ceil(zeros * old_sr / cutoff)

@@ -15,8 +15,6 @@ real/imaginary pairs in a trailing axis, which gives the same numbers.
 
 from __future__ import annotations
 
-import typing as tp
-
 import torch
 
 __all__ = ["mix_phase", "phase_estimate", "expectation_maximization", "wiener_filter"]
