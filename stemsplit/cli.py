@@ -119,6 +119,8 @@ class TerminalObserver:
         if self.progress is not None and self.task is not None:
             self.progress.remove_task(self.task)
             self.task = None
+        for warning in result.warnings:
+            stderr.print(f"warning: {warning}", markup=False)
         if result.status == "skipped":
             self.message(f"skipped {result.input}: {result.error}")
         elif result.status == "done":

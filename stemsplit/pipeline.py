@@ -21,7 +21,7 @@ import torch
 
 from . import audio
 from .engine import MixStatistics, SeparationSettings, StreamingSeparator
-from .errors import InputError, StemsplitError, UsageError
+from .errors import InputError, OutputError, StemsplitError, UsageError
 from .loading import LoadedModel, load_model
 
 SPOOL_BLOCK_FRAMES = 1 << 18
@@ -113,6 +113,7 @@ class TrackResult:
     duration_seconds: float | None = None
     seconds_taken: float = 0.0
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 class Observer:
@@ -152,12 +153,22 @@ class _Spool:
     def __init__(self, blocks: Iterator[np.ndarray], channels: int, directory: str | None):
         self.channels = channels
         self.statistics = MixStatistics()
-        handle, self.path = tempfile.mkstemp(prefix="stemsplit-", suffix=".f32", dir=directory)
+        try:
+            handle, self.path = tempfile.mkstemp(prefix="stemsplit-", suffix=".f32",
+                                                 dir=directory)
+        except OSError as error:
+            raise OutputError(f"cannot create a temporary file: {error.strerror}",
+                              hint="set TMPDIR to a writable folder") from None
         try:
             with os.fdopen(handle, "wb") as file:
                 for block in blocks:
                     self.statistics.update(torch.from_numpy(block))
                     file.write(np.ascontiguousarray(block.T, dtype=np.float32).tobytes())
+        except OSError as error:
+            self.close()
+            raise OutputError(
+                f"cannot spool the decoded audio to {self.path}: {error.strerror}",
+                hint="free some space, or set TMPDIR to a disk with room") from None
         except BaseException:
             self.close()
             raise
@@ -345,8 +356,12 @@ def separate_file(
     info = audio.probe(path)
     output_rate = options.sample_rate or info.sample_rate
     observer.track_started(str(path), info.duration_seconds)
-    spool = _Spool(audio.decode_blocks(path, model.sample_rate, model.audio_channels, info=info),
-                   model.audio_channels, None)
+    decoder = audio.decode_blocks(path, model.sample_rate, model.audio_channels, info=info)
+    with decoder:
+        spool = _Spool(decoder, model.audio_channels, None)
+    warnings = []
+    if decoder.nonfinite_samples:
+        warnings.append(f"{path}: {decoder.nonfinite_samples} NaN/Inf samples replaced by 0")
     writers: dict[str, audio.StemWriter] = {}
     try:
         if spool.frames == 0:
@@ -377,7 +392,7 @@ def separate_file(
         input=str(path), status="done",
         outputs={name: p for name, p in committed.items() if p is not None},
         sample_rate=output_rate, duration_seconds=spool.frames / model.sample_rate,
-        seconds_taken=time.monotonic() - started,
+        seconds_taken=time.monotonic() - started, warnings=warnings,
     )
     observer.track_finished(result)
     return result

@@ -33,3 +33,33 @@ def file_server(tmp_path: Path):
     """A loopback HTTP server for ``tmp_path/served`` (see tests.checkpoints.FileServer)."""
     with FileServer(tmp_path / "served") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Hugging Face cache holding tiny random-weight htdemucs and htdemucs_6s bags under
+    their published names, for tests of everything around the networks."""
+    from tests.checkpoints import HTDEMUCS, SMALL_HTDEMUCS_KWARGS, SOURCES_6, write_hf_bag
+
+    home = tmp_path_factory.mktemp("hf-tiny")
+    tiny = {**SMALL_HTDEMUCS_KWARGS, "t_layers": 1}
+    write_hf_bag(home, "htdemucs", "adefossez/HTDemucs", [(HTDEMUCS, [], tiny, 1, "955717e8")])
+    write_hf_bag(home, "htdemucs_6s", "adefossez/HTDemucs-6s",
+                 [(HTDEMUCS, [], {**tiny, "sources": SOURCES_6}, 2, "5c90dfd2")])
+    return home
+
+
+@pytest.fixture
+def run_cli(tiny_hf_home: Path, tmp_path: Path):
+    """Run ``python -m stemsplit ARGS`` offline against the tiny cache, in tmp_path."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "HF_HOME": str(tiny_hf_home), "HF_HUB_OFFLINE": "1"}
+
+    def runner(*args: str, stdin: bytes | None = None, timeout: float = 300,
+               **popen) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "stemsplit", *args], cwd=tmp_path,
+                              env={**env, **popen.pop("env", {})}, capture_output=True,
+                              input=stdin, timeout=timeout, **popen)
+    return runner

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,30 +12,18 @@ import numpy as np
 import pytest
 import soundfile
 
-from tests.checkpoints import HTDEMUCS, SMALL_HTDEMUCS_KWARGS, SOURCES_6, write_hf_bag
 
 SAMPLE_RATE = 44100
 
 
-@pytest.fixture(scope="module")
-def hf_home(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("hf-cli")
-    short = {**SMALL_HTDEMUCS_KWARGS, "t_layers": 1}
-    write_hf_bag(home, "htdemucs", "adefossez/HTDemucs", [(HTDEMUCS, [], short, 1, "955717e8")])
-    write_hf_bag(home, "htdemucs_6s", "adefossez/HTDemucs-6s",
-                 [(HTDEMUCS, [], {**short, "sources": SOURCES_6}, 2, "5c90dfd2")])
-    return home
+@pytest.fixture
+def run(run_cli):
+    return run_cli
 
 
 @pytest.fixture
-def run(hf_home, tmp_path):
-    """Run the stemsplit CLI in a subprocess, offline against the test cache, in tmp_path."""
-    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
-
-    def runner(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "stemsplit", *args], cwd=tmp_path,
-                              env=env, capture_output=True, input=stdin, timeout=300)
-    return runner
+def hf_home(tiny_hf_home):
+    return tiny_hf_home
 
 
 def write_tone(path: Path, seconds: float = 3.0, rate: int = SAMPLE_RATE,

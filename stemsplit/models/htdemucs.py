@@ -324,22 +324,55 @@ class HTDemucs(nn.Module):
         z = spectro(x, self.nfft, hop)
         return z[..., :-1, 2 : 2 + frames]
 
-    def _ispec(self, z: torch.Tensor, length: int) -> torch.Tensor:
+    def _ispec(self, z: torch.Tensor, length: int, padded: bool = False) -> torch.Tensor:
         """Inverse of :meth:`_spec`.
 
         Args:
-            z: complex ``(..., nfft/2, N)``.
+            z: complex ``(..., nfft/2, N)``, or with ``padded`` already extended to
+                ``(..., nfft/2 + 1, N + 4)`` by :meth:`_pad_spectrogram`.
             length: samples wanted.
 
         Returns:
             real ``(..., length)``.
         """
         hop = self.hop_length
-        z = F.pad(z, (2, 2, 0, 1))  # 2 frames each side, a zero Nyquist bin
+        if not padded:
+            z = self._pad_spectrogram(z)
         pad = hop // 2 * 3
         padded_length = hop * math.ceil(length / hop) + 2 * pad
         x = ispectro(z, hop, length=padded_length)
         return x[..., pad : pad + length]
+
+    @staticmethod
+    def _pad_spectrogram(z: torch.Tensor) -> torch.Tensor:
+        """``(..., Fr, N)`` -> ``(..., Fr + 1, N + 4)``: a zero Nyquist bin and two
+        zero frames on each side, undoing the cropping of :meth:`_spec`."""
+        return F.pad(z, (2, 2, 0, 1))
+
+    def _padded_source_spectrograms(self, z: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """:meth:`_mask` followed by :meth:`_pad_spectrogram`.
+
+        With ``cac`` the real network output is written straight into the padded
+        complex buffer (one copy instead of two).
+
+        Args:
+            z: complex mixture STFT ``(B, C, Fr, N)``.
+            m: real network output ``(B, S, C', Fr, N)``.
+
+        Returns:
+            complex ``(B, S, C, Fr + 1, N + 4)``.
+        """
+        if not self.cac:
+            return self._pad_spectrogram(self._mask(z, m))
+        batch, sources, channels2, freqs, frames = m.shape
+        out = torch.zeros(
+            (batch, sources, channels2 // 2, freqs + 1, frames + 4),
+            dtype=torch.complex128 if m.dtype == torch.float64 else torch.complex64,
+            device=m.device,
+        )
+        parts = m.view(batch, sources, channels2 // 2, 2, freqs, frames)
+        torch.view_as_real(out)[..., :freqs, 2 : 2 + frames, :] = parts.permute(0, 1, 2, 4, 5, 3)
+        return out
 
     def _magnitude(self, z: torch.Tensor) -> torch.Tensor:
         """Network input from the mixture STFT.
@@ -481,13 +514,11 @@ class HTDemucs(nn.Module):
 
         num_sources = len(self.sources)
         x = x.view(batch, num_sources, -1, freqs, frames)
-        x = x * std[:, None] + mean[:, None]
-        zout = self._mask(z, x)
-        x = self._ispec(zout, padded_length)
+        x = torch.addcmul(mean[:, None], x, std[:, None])  # undo the standardisation
+        x = self._ispec(self._padded_source_spectrograms(z, x), padded_length, padded=True)
 
         xt = xt.view(batch, num_sources, -1, padded_length)
-        xt = xt * std_t[:, None] + mean_t[:, None]
-        out = xt + x
+        out = torch.addcmul(mean_t[:, None], xt, std_t[:, None]).add_(x)
         if padded_length > length:
             out = out[..., :length]
         return out

@@ -212,6 +212,11 @@ def _add_residual(x: torch.Tensor, branch: torch.Tensor, gamma: nn.Module) -> to
     return x + gamma(branch)
 
 
+def _make_layer_scale(enabled: bool, dim: int, init: float) -> nn.Module:
+    """A :class:`ChannelLastLayerScale`, or an identity (no parameter) if disabled."""
+    return ChannelLastLayerScale(dim, init) if enabled else nn.Identity()
+
+
 def _make_norm(group_norm: int, dim: int, eps: float) -> nn.Module:
     """Layer norm over channels, or a channels-last group norm if ``group_norm``."""
     if group_norm:
@@ -350,8 +355,8 @@ class SelfAttentionLayer(_FeedForwardMixin, nn.Module):
         self.norm1 = _make_norm(group_norm, d_model, layer_norm_eps)
         self.norm2 = _make_norm(group_norm, d_model, layer_norm_eps)
         self.norm_out = _make_norm_out(norm_first, norm_out, d_model)
-        self.gamma_1 = ChannelLastLayerScale(d_model, init_values) if layer_scale else nn.Identity()
-        self.gamma_2 = ChannelLastLayerScale(d_model, init_values) if layer_scale else nn.Identity()
+        self.gamma_1 = _make_layer_scale(layer_scale, d_model, init_values)
+        self.gamma_2 = _make_layer_scale(layer_scale, d_model, init_values)
         self.activation = _activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -401,8 +406,8 @@ class CrossAttentionLayer(_FeedForwardMixin, nn.Module):
         self.norm2 = _make_norm(group_norm, d_model, layer_norm_eps)
         self.norm3 = _make_norm(group_norm, d_model, layer_norm_eps)
         self.norm_out = _make_norm_out(norm_first, norm_out, d_model)
-        self.gamma_1 = ChannelLastLayerScale(d_model, init_values) if layer_scale else nn.Identity()
-        self.gamma_2 = ChannelLastLayerScale(d_model, init_values) if layer_scale else nn.Identity()
+        self.gamma_1 = _make_layer_scale(layer_scale, d_model, init_values)
+        self.gamma_2 = _make_layer_scale(layer_scale, d_model, init_values)
         self.activation = _activation(activation)
 
     def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
@@ -484,10 +489,6 @@ class CrossTransformerEncoder(nn.Module):
             raise ModelError("sparse attention is not supported")
         if emb not in ("sin", "cape", "scaled"):
             raise ModelError(f"unknown transformer position embedding {emb!r}")
-        if dim % num_heads:
-            raise ModelError(
-                f"transformer width {dim} is not divisible by {num_heads} heads"
-            )
         self.num_layers = num_layers
         # Layer `idx` is a self-attention layer when idx % 2 == self_parity.
         self.self_parity = 1 if cross_first else 0
@@ -542,11 +543,11 @@ class CrossTransformerEncoder(nn.Module):
 
         # Tokens in time-major, frequency-minor order: (batch, frames*freqs, dim).
         x = x.permute(0, 3, 2, 1).reshape(batch, frames * freqs, dim)
-        pos_2d = sin_embedding_2d(dim, freqs, frames, x.device, self.max_period)
+        pos_2d = sin_embedding_2d(dim, freqs, frames, x.device, self.max_period).to(x.dtype)
         x = self.norm_in(x) + self.weight_pos_embed * pos_2d.view(frames * freqs, dim)
 
         xt = xt.transpose(1, 2)  # (batch, steps, dim)
-        pos_t = self._position_embedding_1d(steps, dim, x.device)
+        pos_t = self._position_embedding_1d(steps, dim, x.device).to(x.dtype)
         xt = self.norm_in_t(xt) + self.weight_pos_embed * pos_t
 
         for idx in range(self.num_layers):
@@ -574,9 +575,9 @@ class CrossTransformerEncoder(nn.Module):
                 device=device,
                 max_period=self.max_period,
             )
-        if length > self.position_embeddings.embedding.num_embeddings:
+        available = self.position_embeddings.embedding.num_embeddings
+        if length > available:
             raise ModelError(
-                f"{length} time steps exceed the {self.position_embeddings.embedding.num_embeddings}"
-                " learned transformer positions"
+                f"{length} time steps exceed the {available} learned transformer positions"
             )
         return self.position_embeddings(length)
