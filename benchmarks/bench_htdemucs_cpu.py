@@ -19,54 +19,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import soundfile
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.checkpoints import HTDEMUCS, SOURCES, write_hf_bag  # noqa: E402
-
-FULL_HTDEMUCS_KWARGS = dict(
-    sources=SOURCES, audio_channels=2, channels=48, growth=2, nfft=4096, cac=True,
-    wiener_iters=0, depth=4, rewrite=True, multi_freqs=[], freq_emb=0.2, emb_scale=10,
-    emb_smooth=True, kernel_size=8, stride=4, time_stride=2, context=1, context_enc=0,
-    norm_starts=4, norm_groups=4, dconv_mode=3, dconv_depth=2, dconv_comp=8, dconv_init=1e-3,
-    bottom_channels=512, t_layers=5, t_hidden_scale=4.0, t_heads=8, t_dropout=0.02,
-    t_layer_scale=True, t_gelu=True, t_emb="sin", t_max_period=1e4, t_weight_pos_embed=1.0,
-    t_sin_random_shift=0, t_norm_in=True, t_norm_in_group=False, t_group_norm=False,
-    t_norm_first=True, t_norm_out=True, t_cross_first=False, rescale=0.1, samplerate=44100,
-    segment=Fraction(39, 5),
-)
-
-
-def make_track(path: Path, seconds: float, sample_rate: int = 44100) -> None:
-    rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    tones = np.stack([0.3 * np.sin(2 * np.pi * 110 * t), 0.3 * np.sin(2 * np.pi * 165 * t)])
-    data = tones + 0.05 * rng.standard_normal(tones.shape)
-    soundfile.write(path, data.T.astype(np.float32), sample_rate, subtype="FLOAT")
-
-
-def timed_run(command: list[str], env: dict) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MiB of the process and its waited-for children)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"{command[2]} failed:\n{stderr}")
-    return wall, usage.ru_maxrss / 1024
+from _common import (SOURCES, demucs_command, make_track, measured_run, offline_env,
+                     stemsplit_command, write_htdemucs)
 
 
 def max_difference(ours: Path, theirs: Path) -> float:
@@ -83,29 +43,26 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--size", choices=["full", "tiny"], default="full")
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="stemsplit-bench-") as directory:
         work = Path(directory)
-        write_hf_bag(work / "hf", "htdemucs", "adefossez/HTDemucs",
-                     [(HTDEMUCS, [], FULL_HTDEMUCS_KWARGS, 0, "955717e8")])
+        write_htdemucs(work / "hf", options.size)
         track = work / "track.wav"
         make_track(track, options.seconds)
-        env = {**os.environ, "HF_HOME": str(work / "hf"), "HF_HUB_OFFLINE": "1"}
+        env = offline_env(work / "hf")
         commands = {
-            "demucs": [sys.executable, "-m", "demucs", "-n", "htdemucs", "--shifts", "0",
-                       "--float32", "-o", str(work / "demucs"), str(track)],
-            "stemsplit": [sys.executable, "-m", "stemsplit", str(track), "-n", "htdemucs",
-                          "--shifts", "0", "--float32", "--force", "-q",
-                          "--batch-size", str(options.batch_size),
-                          "-o", str(work / "stemsplit")],
+            "demucs": demucs_command(track, work / "demucs", "--float32"),
+            "stemsplit": stemsplit_command(track, work / "stemsplit", "--float32",
+                                           "--batch-size", str(options.batch_size)),
         }
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-        print(f"{options.seconds:g} s stereo track, full-size random-weight htdemucs, CPU, "
-              f"{os.cpu_count()} cores")
+        print(f"{options.seconds:g} s stereo track, {options.size}-size random-weight htdemucs, "
+              f"CPU, {os.cpu_count()} cores")
         for repeat in range(options.repeats):
             for name, command in commands.items():
-                wall, rss = timed_run(command, env)
+                wall, rss = measured_run(command, env)
                 results[name].append((wall, rss))
                 print(f"  run {repeat + 1} {name:<9} {wall:7.2f} s  {rss:8.0f} MiB", flush=True)
         medians = {name: (statistics.median(w for w, _ in runs),

@@ -1,0 +1,86 @@
+"""Shared pieces of the benchmark scripts: test models, tracks, and measured runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.checkpoints import (  # noqa: E402
+    HTDEMUCS,
+    SMALL_HTDEMUCS_KWARGS,
+    SOURCES,
+    write_hf_bag,
+)
+
+# The published htdemucs constructor arguments (41.98 M parameters).
+FULL_HTDEMUCS_KWARGS = dict(
+    sources=SOURCES, audio_channels=2, channels=48, growth=2, nfft=4096, cac=True,
+    wiener_iters=0, depth=4, rewrite=True, multi_freqs=[], freq_emb=0.2, emb_scale=10,
+    emb_smooth=True, kernel_size=8, stride=4, time_stride=2, context=1, context_enc=0,
+    norm_starts=4, norm_groups=4, dconv_mode=3, dconv_depth=2, dconv_comp=8, dconv_init=1e-3,
+    bottom_channels=512, t_layers=5, t_hidden_scale=4.0, t_heads=8, t_dropout=0.02,
+    t_layer_scale=True, t_gelu=True, t_emb="sin", t_max_period=1e4, t_weight_pos_embed=1.0,
+    t_sin_random_shift=0, t_norm_in=True, t_norm_in_group=False, t_group_norm=False,
+    t_norm_first=True, t_norm_out=True, t_cross_first=False, rescale=0.1, samplerate=44100,
+    segment=Fraction(39, 5),
+)
+
+
+def write_htdemucs(hf_home: Path, size: str = "full") -> None:
+    """A random-weight htdemucs under its published name in an HF cache at hf_home."""
+    kwargs = FULL_HTDEMUCS_KWARGS if size == "full" else {**SMALL_HTDEMUCS_KWARGS,
+                                                          "segment": Fraction(39, 5)}
+    write_hf_bag(hf_home, "htdemucs", "adefossez/HTDemucs",
+                 [(HTDEMUCS, [], kwargs, 0, "955717e8")])
+
+
+def make_track(path: Path, seconds: float, sample_rate: int = 44100,
+               subtype: str = "FLOAT") -> None:
+    """A stereo test track (two tones and noise), written block by block."""
+    rng = np.random.default_rng(0)
+    block = 60 * sample_rate
+    with soundfile.SoundFile(path, "w", sample_rate, 2, subtype=subtype) as file:
+        total = int(seconds * sample_rate)
+        for start in range(0, total, block):
+            t = (np.arange(start, min(start + block, total))) / sample_rate
+            tones = np.stack([0.3 * np.sin(2 * np.pi * 110 * t),
+                              0.3 * np.sin(2 * np.pi * 165 * t)])
+            file.write((tones + 0.05 * rng.standard_normal(tones.shape)).T.astype(np.float32))
+
+
+def offline_env(hf_home: Path) -> dict:
+    return {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+
+
+def measured_run(command: list[str], env: dict) -> tuple[float, float]:
+    """Run a command; (wall seconds, peak RSS in MiB of it and its waited-for children)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command[:4])} failed:\n{stderr}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def demucs_command(track: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "demucs", "-n", "htdemucs", "--shifts", "0", *extra,
+            "-o", str(out), str(track)]
+
+
+def stemsplit_command(track: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "stemsplit", str(track), "-n", "htdemucs", "--shifts", "0",
+            "--force", "-q", *extra, "-o", str(out)]
