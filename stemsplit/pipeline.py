@@ -230,25 +230,21 @@ def _run_engine(
         sample_rate=model.sample_rate, mean=statistics.mean, std=statistics.std,
         settings=settings, device=model.device, progress=progress,
     )
-    pending_mix: list[torch.Tensor] = []
-    pending_frames = 0
+    # The raw mixture not yet matched by emitted stems (for --other-method minus).
+    pending_mix = torch.zeros(model.audio_channels, 0)
 
     def deliver(outputs: list[torch.Tensor]) -> None:
-        nonlocal pending_frames
+        nonlocal pending_mix
         for stems in outputs:
             count = stems.shape[-1]
-            mix = torch.cat(pending_mix, dim=-1) if len(pending_mix) > 1 else pending_mix[0]
-            pending_mix[:] = [mix[..., count:]]
-            pending_frames -= count
-            derived = _derive_outputs(names, list(model.sources), selection, stems.cpu(),
-                                      mix[..., :count])
+            mix, pending_mix = pending_mix[..., :count], pending_mix[..., count:]
+            derived = _derive_outputs(names, list(model.sources), selection, stems.cpu(), mix)
             for name in names:
                 emit(name, derived[name].numpy())
 
     for block in blocks():
         mix = torch.from_numpy(np.ascontiguousarray(block))
-        pending_mix.append(mix)
-        pending_frames += mix.shape[-1]
+        pending_mix = torch.cat([pending_mix, mix], dim=-1)
         deliver(separator.push(mix))
     deliver(separator.finish())
 
