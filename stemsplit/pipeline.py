@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +151,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 class _Spool:
     """A decoded mixture on disk as raw float32 (frames, channels), with its statistics."""
 
-    def __init__(self, blocks: Iterator[np.ndarray], channels: int, directory: str | None):
+    def __init__(self, blocks: Iterator[np.ndarray], channels: int, directory: str | None,
+                 cancel: threading.Event | None = None):
         self.channels = channels
         self.statistics = MixStatistics()
         try:
@@ -162,6 +164,8 @@ class _Spool:
         try:
             with os.fdopen(handle, "wb") as file:
                 for block in blocks:
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled()
                     self.statistics.update(torch.from_numpy(block))
                     file.write(np.ascontiguousarray(block.T, dtype=np.float32).tobytes())
         except OSError as error:
@@ -297,6 +301,144 @@ def _spool_stream(stream: IO[bytes]) -> Path:
 STDIN_TRACK_NAME = "stdin"
 
 
+class Cancelled(Exception):
+    """A background stage was told to stop (the batch is ending early)."""
+
+
+class TrackJob:
+    """One input through the three stages a batch overlaps across tracks.
+
+    ``prepare`` (probe, decode, spool to disk: ffmpeg and I/O), ``separate`` (the networks;
+    stems stream into their writers), ``commit`` (finish encoding, rename into place).
+    ``close`` releases whatever a stage left (temporary files, open writers) and is safe to
+    call at any point, several times. Construction only computes names and paths, so a
+    batch can check every output path before any work starts.
+    """
+
+    def __init__(
+        self,
+        source: str | Path | IO[bytes],
+        model: LoadedModel,
+        *,
+        settings: SeparationSettings = SeparationSettings(),
+        segment_seconds: float | None = None,
+        selection: StemSelection = StemSelection(),
+        options: OutputOptions = OutputOptions(),
+        relative_dir: str = "",
+        name_as: str | None = None,
+    ) -> None:
+        self.stream = None if isinstance(source, (str, Path)) else source
+        self.path = None if self.stream is not None else Path(source)
+        self.label = "-" if self.stream is not None else str(source)
+        self.model = model
+        self.settings = settings
+        self.segment_seconds = segment_seconds
+        self.selection = selection
+        self.options = options
+        self.names = selection.output_names(model.sources)
+        if options.stream is not None:
+            if len(self.names) != 1:
+                raise UsageError(f"-o - writes one stem, but this run has {len(self.names)} "
+                                 f"({', '.join(self.names)})", hint="choose one with --stem NAME")
+            self.destinations: dict[str, Path] = {}
+        else:
+            naming = Path(name_as or (STDIN_TRACK_NAME if self.stream is not None else source))
+            self.destinations = output_paths(naming, self.names, model.name, options,
+                                             relative_dir)
+        self.started = time.monotonic()
+        self.info: audio.AudioInfo | None = None
+        self.spool: _Spool | None = None
+        self.warnings: list[str] = []
+        self.writers: dict[str, audio.StemWriter] = {}
+        self._stdin_copy: Path | None = None
+
+    def skipped(self) -> TrackResult | None:
+        """A 'skipped' result when every output exists already (and --force is off)."""
+        if (self.destinations and not self.options.force
+                and all(p.is_file() for p in self.destinations.values())):
+            return TrackResult(input=self.label, status="skipped", outputs=self.destinations,
+                               error="outputs exist (use --force to redo)")
+        return None
+
+    def prepare(self, cancel: threading.Event | None = None) -> None:
+        """Probe and decode the input into the spool, measuring the mix statistics."""
+        if self.stream is not None:
+            self._stdin_copy = self.path = _spool_stream(self.stream)
+        path = self.path
+        assert path is not None
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory",
+                             hint="use `stemsplit batch DIR` for folders")
+        self.info = audio.probe(path)
+        model = self.model
+        decoder = audio.decode_blocks(path, model.sample_rate, model.audio_channels,
+                                      info=self.info)
+        with decoder:
+            self.spool = _Spool(decoder, model.audio_channels, None, cancel)
+        if decoder.nonfinite_samples:
+            self.warnings.append(
+                f"{self.label}: {decoder.nonfinite_samples} NaN/Inf samples replaced by 0")
+        if self.spool.frames == 0:
+            raise InputError(f"{self.label}: contains no audio samples")
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.spool is not None:
+            return self.spool.frames / self.model.sample_rate
+        return self.info.duration_seconds if self.info else None
+
+    @property
+    def output_sample_rate(self) -> int:
+        assert self.info is not None
+        return self.options.sample_rate or self.info.sample_rate
+
+    def separate(self, observer: Observer) -> None:
+        """Run the networks; the stems stream into one writer each (not yet committed)."""
+        assert self.spool is not None
+        model, options = self.model, self.options
+        for name in self.names:
+            target = options.stream if options.stream is not None else self.destinations[name]
+            if isinstance(target, Path):
+                target.parent.mkdir(parents=True, exist_ok=True)
+            self.writers[name] = audio.open_stem_writer(
+                target, sample_rate=model.sample_rate,
+                output_sample_rate=self.output_sample_rate, channels=model.audio_channels,
+                format=options.format, bits=options.bits, float32=options.float32,
+                mp3_bitrate=options.mp3_bitrate, clip_mode=options.clip_mode,
+            )
+        _run_engine(
+            model, self.spool.blocks, self.spool.statistics, self.settings,
+            self.segment_seconds, self.names, self.selection,
+            lambda name, block: self.writers[name].write(block),
+            lambda done, total: observer.track_progress(self.label, done, total),
+        )
+        self.spool.close()
+
+    def commit(self) -> TrackResult:
+        """Finish every stem and rename them into place."""
+        committed = {name: writer.commit() for name, writer in self.writers.items()}
+        self.writers = {}
+        return TrackResult(
+            input=self.label, status="done",
+            outputs={name: p for name, p in committed.items() if p is not None},
+            sample_rate=self.output_sample_rate, duration_seconds=self.duration_seconds,
+            seconds_taken=time.monotonic() - self.started, warnings=self.warnings,
+        )
+
+    def close(self) -> None:
+        """Abort uncommitted writers and delete temporary files."""
+        for writer in self.writers.values():
+            writer.abort()
+        self.writers = {}
+        if self.spool is not None:
+            self.spool.close()
+        if self._stdin_copy is not None:
+            self._stdin_copy.unlink(missing_ok=True)
+            self._stdin_copy = None
+
+
 def separate_file(
     path: str | Path | IO[bytes],
     model: LoadedModel,
@@ -312,84 +454,23 @@ def separate_file(
     """Separate one file (or a byte stream such as stdin) into files or ``options.stream``.
 
     ``name_as`` replaces the file's name in output names (a stream is named "stdin").
-
     Errors the user can cause raise StemsplitError; no output or temporary file is left.
     """
-    if not isinstance(path, (str, Path)):
-        spooled = _spool_stream(path)
-        try:
-            result = separate_file(spooled, model, settings=settings,
-                                   segment_seconds=segment_seconds, selection=selection,
-                                   options=options, observer=observer,
-                                   relative_dir=relative_dir,
-                                   name_as=name_as or STDIN_TRACK_NAME)
-        finally:
-            spooled.unlink(missing_ok=True)
-        result.input = "-"
-        return result
     observer = observer or Observer()
-    path = Path(path)
-    started = time.monotonic()
-    names = selection.output_names(model.sources)
-    if options.stream is not None:
-        if len(names) != 1:
-            raise UsageError(f"-o - writes one stem, but this run has {len(names)} "
-                             f"({', '.join(names)})", hint="choose one with --stem NAME")
-        destinations: dict[str, Path] = {}
-    else:
-        destinations = output_paths(Path(name_as) if name_as else path, names, model.name,
-                                    options, relative_dir)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory", hint="use `stemsplit batch DIR` for folders")
-    if (destinations and not options.force
-            and all(p.is_file() for p in destinations.values())):
-        result = TrackResult(input=str(path), status="skipped", outputs=destinations,
-                             error="outputs exist (use --force to redo)")
-        observer.track_finished(result)
-        return result
-    info = audio.probe(path)
-    output_rate = options.sample_rate or info.sample_rate
-    observer.track_started(str(path), info.duration_seconds)
-    decoder = audio.decode_blocks(path, model.sample_rate, model.audio_channels, info=info)
-    with decoder:
-        spool = _Spool(decoder, model.audio_channels, None)
-    warnings = []
-    if decoder.nonfinite_samples:
-        warnings.append(f"{path}: {decoder.nonfinite_samples} NaN/Inf samples replaced by 0")
-    writers: dict[str, audio.StemWriter] = {}
+    job = TrackJob(path, model, settings=settings, segment_seconds=segment_seconds,
+                   selection=selection, options=options, relative_dir=relative_dir,
+                   name_as=name_as)
+    skipped = job.skipped()
+    if skipped is not None:
+        observer.track_finished(skipped)
+        return skipped
     try:
-        if spool.frames == 0:
-            raise InputError(f"{path}: contains no audio samples")
-        for name in names:
-            target = options.stream if options.stream is not None else destinations[name]
-            if isinstance(target, Path):
-                target.parent.mkdir(parents=True, exist_ok=True)
-            writers[name] = audio.open_stem_writer(
-                target, sample_rate=model.sample_rate, output_sample_rate=output_rate,
-                channels=model.audio_channels, format=options.format, bits=options.bits,
-                float32=options.float32, mp3_bitrate=options.mp3_bitrate,
-                clip_mode=options.clip_mode,
-            )
-        _run_engine(
-            model, spool.blocks, spool.statistics, settings, segment_seconds, names,
-            selection, lambda name, block: writers[name].write(block),
-            lambda done, total: observer.track_progress(str(path), done, total),
-        )
-        committed = {name: writer.commit() for name, writer in writers.items()}
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
+        job.prepare()
+        observer.track_started(job.label, job.duration_seconds)
+        job.separate(observer)
+        result = job.commit()
     finally:
-        spool.close()
-    result = TrackResult(
-        input=str(path), status="done",
-        outputs={name: p for name, p in committed.items() if p is not None},
-        sample_rate=output_rate, duration_seconds=spool.frames / model.sample_rate,
-        seconds_taken=time.monotonic() - started, warnings=warnings,
-    )
+        job.close()
     observer.track_finished(result)
     return result
 
