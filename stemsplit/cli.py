@@ -81,10 +81,15 @@ def main_options(
 class TerminalObserver:
     """Draws per-track progress on stderr (bars on a terminal, one line per track else)."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, on_result=None) -> None:
         self.quiet = quiet
+        self.on_result = on_result
+        """Called with each finished track's result (the CLI prints JSON lines with it)."""
         self.progress = None
         self.task = None
+        self.overall = None
+        self.files_total = self.files_done = 0
+        self.audio_seconds_done = 0.0
         if not quiet and stderr.is_terminal:
             from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)
@@ -121,12 +126,31 @@ class TerminalObserver:
             self.task = None
         for warning in result.warnings:
             stderr.print(f"warning: {warning}", markup=False)
-        if result.status == "skipped":
+        if result.status == "failed":
+            stderr.print(f"error: {result.error}", markup=False)
+        elif result.status == "skipped":
             self.message(f"skipped {result.input}: {result.error}")
-        elif result.status == "done":
+        else:
             duration = result.duration_seconds or 0.0
             self.message(f"separated {result.input} ({duration:.1f} s of audio in "
                          f"{result.seconds_taken:.1f} s)")
+        self.files_done += 1
+        self.audio_seconds_done += result.duration_seconds or 0.0
+        if self.progress is not None and self.overall is not None:
+            self.progress.update(self.overall, completed=self.files_done,
+                                 description=self._overall_description())
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def batch_started(self, files: int) -> None:
+        """Show an overall bar (files, audio minutes done, ETA) above the per-file bar."""
+        self.files_total = files
+        if self.progress is not None and files > 1:
+            self.overall = self.progress.add_task(self._overall_description(), total=files)
+
+    def _overall_description(self) -> str:
+        return (f"{self.files_done}/{self.files_total} files, "
+                f"{self.audio_seconds_done / 60:.1f} min of audio")
 
     def download_progress(self, filename: str, done: int, total: int | None) -> None:
         if self.progress is None:
@@ -152,21 +176,8 @@ def report_error(error: BaseException, debug: bool) -> None:
 
 def _emit_results(results: list["TrackResult"], model_name: str, as_json: bool) -> None:
     if as_json:
-        document = {
-            "model": model_name,
-            "tracks": [
-                {
-                    "input": r.input,
-                    "status": r.status,
-                    "outputs": {stem: str(path) for stem, path in r.outputs.items()},
-                    "sample_rate": r.sample_rate,
-                    "duration_seconds": r.duration_seconds,
-                    "seconds_taken": round(r.seconds_taken, 3),
-                    "error": r.error if r.status != "done" else None,
-                }
-                for r in results
-            ],
-        }
+        document = {"model": model_name,
+                    "tracks": [_result_document(result) for result in results]}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
         for result in results:
@@ -241,14 +252,19 @@ SeparateInputs = typer.Argument(..., help="Audio or video files to separate.",
 
 
 def _separate_inputs(
-    inputs: list[Path], *, model: Optional[str], name: Optional[str], stems: Optional[int],
+    inputs: list, *, model: Optional[str], name: Optional[str], stems: Optional[int],
     weights: Optional[Path], repo: Optional[Path], out: Path, filename: str, device: str,
     shifts: int, seed: int, overlap: float, segment: Optional[float], two_stems: Optional[str],
     other_method: OtherMethod, stem: Optional[List[str]], int24: bool, float32: bool,
     clip_mode: ClipMode, flac: bool, mp3: bool, mp3_bitrate: int, sample_rate: Optional[int],
     jobs: int, batch_size: int, force: bool, offline: bool, quiet: bool, as_json: bool,
-    debug: bool, relative_dirs: Optional[dict[Path, str]] = None,
+    debug: bool, batch: bool = False, fail_fast: bool = False,
 ) -> int:
+    """Separate ``inputs`` (paths, '-', or batch items) with one model; the exit code.
+
+    ``batch``: JSON Lines as each file finishes and a summary table on stderr; otherwise
+    one JSON document (or the written paths) at the end.
+    """
     if flac and mp3:
         raise UsageError("--flac and --mp3 are exclusive")
     if int24 and float32:
@@ -259,12 +275,13 @@ def _separate_inputs(
         raise UsageError("--float32 applies to wav only (flac is 16 or 24 bit)")
     model_name, two_stems = _choose_model(model, name, stems, two_stems)
     to_stdout = str(out) == "-"
-    if to_stdout and as_json:
-        raise UsageError("-o - writes audio to stdout; --json cannot share it")
+    if to_stdout and (as_json or batch):
+        raise UsageError("-o - writes audio to stdout; it takes one input, without --json")
     if sum(str(track) == "-" for track in inputs) > 1 or (to_stdout and len(inputs) != 1):
         raise UsageError("stdin ('-') and -o - take exactly one input")
 
     from . import pipeline  # torch is imported from here on
+    from .batch import BatchItem, plan_jobs, run_jobs
     from .engine import SeparationSettings
     from .loading import load_model
 
@@ -284,30 +301,69 @@ def _separate_inputs(
         raise UsageError(str(error))
     selection = pipeline.StemSelection(two_stems=two_stems, other_method=other_method.value,
                                        only=tuple(stem) if stem else None)
-    results: list[pipeline.TrackResult] = []
-    with TerminalObserver(quiet) as observer:
+    def print_json_line(result: "TrackResult") -> None:
+        sys.stdout.write(json.dumps(_result_document(result)) + "\n")
+        sys.stdout.flush()
+
+    def print_paths(result: "TrackResult") -> None:
+        if result.status == "done":
+            sys.stdout.write("".join(f"{path}\n" for path in result.outputs.values()))
+            sys.stdout.flush()
+
+    on_result = None
+    if batch:
+        on_result = print_json_line if as_json else print_paths
+    with TerminalObserver(quiet, on_result=on_result) as observer:
         loaded = load_model(
             model_name, weights=weights, repo=repo, offline=True if offline else None,
             device=pipeline.resolve_device(device), progress=observer.download_progress,
         )
-        selection.output_names(loaded.sources)  # reject a bad --stem before any work
-        loaded.engine_networks(segment)  # and a bad --segment
-        for track in inputs:
-            try:
-                results.append(pipeline.separate_file(
-                    sys.stdin.buffer if str(track) == "-" else track, loaded, settings=settings, segment_seconds=segment,
-                    selection=selection, options=options, observer=observer,
-                    relative_dir=(relative_dirs or {}).get(track, ""),
-                ))
-            except UsageError:
-                raise
-            except StemsplitError as error:
-                report_error(error, debug)
-                results.append(pipeline.TrackResult(input=str(track), status="failed",
-                                                    error=error.message))
-    if not to_stdout:
-        _emit_results(results, loaded.name, as_json)
-    return 1 if any(r.status == "failed" for r in results) else 0
+        loaded.engine_networks(segment)  # reject a bad --segment before any work
+
+        def make_job(item) -> "pipeline.TrackJob":
+            if not isinstance(item, BatchItem):
+                item = BatchItem(Path(item))
+            source = sys.stdin.buffer if str(item.path) == "-" else item.path
+            return pipeline.TrackJob(
+                source, loaded, settings=settings, segment_seconds=segment,
+                selection=selection, options=options, relative_dir=item.relative_dir)
+
+        planned = plan_jobs(inputs, make_job)
+        observer.batch_started(len(planned))
+        summary = run_jobs(planned, observer, fail_fast=fail_fast)
+    if batch:
+        _print_summary(summary, quiet)
+    elif not to_stdout:
+        _emit_results(summary.results, loaded.name, as_json)
+    return 1 if summary.failed else 0
+
+
+def _result_document(result: "TrackResult") -> dict:
+    return {
+        "input": result.input,
+        "status": result.status,
+        "outputs": {stem: str(path) for stem, path in result.outputs.items()},
+        "sample_rate": result.sample_rate,
+        "duration_seconds": result.duration_seconds,
+        "seconds_taken": round(result.seconds_taken, 3),
+        "error": result.error if result.status != "done" else None,
+    }
+
+
+def _print_summary(summary, quiet: bool) -> None:
+    """The batch's closing table on stderr: counts, then each failure with its reason."""
+    done, skipped, failed = (summary.count(s) for s in ("done", "skipped", "failed"))
+    if quiet and not failed:
+        return
+    from rich.table import Table
+    table = Table(title=f"{done} done, {skipped} skipped, {failed} failed", box=None,
+                  title_justify="left", show_header=bool(failed))
+    if failed:
+        table.add_column("failed")
+        table.add_column("reason")
+        for result in summary.failed:
+            table.add_row(result.input, result.error or "")
+    stderr.print(table)
 
 
 @app.command("separate")
@@ -350,8 +406,10 @@ def separate_command(
 
 @app.command("batch")
 def batch_command(
-    folders: List[Path] = typer.Argument(..., help="Folders (or files) to separate."),
+    folders: List[str] = typer.Argument(..., help="Folders, files, quoted globs, or - to read paths from stdin."),
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into subfolders."),
+    filename: str = typer.Option("{relpath}/{track}/{stem}.{ext}", "--filename", help="Output name template: {relpath} {track} {trackext} {stem} {ext} {model}."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failing file."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name; default htdemucs."),
     name: Optional[str] = typer.Option(None, "-n", "--name", help="Same as --model."),
     stems: Optional[int] = typer.Option(None, "--stems", help="4, 6 or 2."),
@@ -386,27 +444,13 @@ def batch_command(
     arguments = dict(locals())
 
     def body() -> int:
-        from .audio import is_audio_path
-        recursive = arguments.pop("recursive")
-        tracks: list[Path] = []
-        relative_dirs: dict[Path, str] = {}
-        for folder in arguments.pop("folders"):
-            if folder.is_file():
-                tracks.append(folder)
-                continue
-            if not folder.is_dir():
-                raise UsageError(f"{folder}: no such folder")
-            for path in sorted(folder.glob("**/*" if recursive else "*")):
-                relative = path.relative_to(folder)
-                if any(part.startswith(".") for part in relative.parts):
-                    continue
-                if path.is_file() and is_audio_path(path):
-                    tracks.append(path)
-                    relative_dirs[path] = str(relative.parent)
-        if not tracks:
+        from .batch import collect_inputs
+        items = collect_inputs(arguments.pop("folders"), recursive=arguments.pop("recursive"),
+                               stdin=sys.stdin)
+        if not items:
             raise UsageError("no audio files found")
-        return _separate_inputs(tracks, filename="{relpath}/{track}/{stem}.{ext}",
-                                relative_dirs=relative_dirs, **arguments)
+        return _separate_inputs(items, batch=True, **arguments)
+
     _run(body)
 
 
