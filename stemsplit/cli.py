@@ -22,6 +22,8 @@ from rich.console import Console
 
 from . import __version__
 from .errors import StemsplitError, UsageError
+from .models_cli import (complete_for_implicit_separate, complete_model, install_log_handler,
+                         models_app)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import TrackResult
@@ -258,7 +260,9 @@ def _separate_inputs(
     other_method: OtherMethod, stem: Optional[List[str]], int24: bool, float32: bool,
     clip_mode: ClipMode, flac: bool, mp3: bool, mp3_bitrate: int, sample_rate: Optional[int],
     jobs: int, batch_size: int, force: bool, offline: bool, quiet: bool, as_json: bool,
-    debug: bool, batch: bool = False, fail_fast: bool = False,
+    debug: bool, batch: bool = False, fail_fast: bool = False, denoise: bool = False,
+    n_fft: Optional[int] = None, compensate: Optional[float] = None,
+    primary_stem: Optional[str] = None,
 ) -> int:
     """Separate ``inputs`` (paths, '-', or batch items) with one model; the exit code.
 
@@ -314,9 +318,12 @@ def _separate_inputs(
     if batch:
         on_result = print_json_line if as_json else print_paths
     with TerminalObserver(quiet, on_result=on_result) as observer:
+        from .mdx_onnx import MDXOptions
         loaded = load_model(
             model_name, weights=weights, repo=repo, offline=True if offline else None,
             device=pipeline.resolve_device(device), progress=observer.download_progress,
+            mdx=MDXOptions(n_fft=n_fft, compensate=compensate, primary_stem=primary_stem,
+                           denoise=denoise),
         )
         loaded.engine_networks(segment)  # reject a bad --segment before any work
 
@@ -369,10 +376,10 @@ def _print_summary(summary, quiet: bool) -> None:
 @app.command("separate")
 def separate_command(
     inputs: List[Path] = SeparateInputs,
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (see `stemsplit models`); default htdemucs."),
-    name: Optional[str] = typer.Option(None, "-n", "--name", help="Same as --model (demucs' spelling)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (see `stemsplit models`); default htdemucs.", autocompletion=complete_model),
+    name: Optional[str] = typer.Option(None, "-n", "--name", help="Same as --model (demucs' spelling).", autocompletion=complete_model),
     stems: Optional[int] = typer.Option(None, "--stems", help="4 (htdemucs), 6 (htdemucs_6s) or 2 (vocals + accompaniment)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Run a local checkpoint (.safetensors/.th) or bag folder."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Run a local checkpoint (.safetensors/.th), bag folder or MDX-Net .onnx file."),
     repo: Optional[Path] = typer.Option(None, "--repo", help="A demucs-style local model folder to load -n from."),
     out: Path = typer.Option(Path("separated"), "-o", "--out", help="Output folder; a subfolder per model is created."),
     filename: str = typer.Option("{track}/{stem}.{ext}", "--filename", help="Output name template: {track} {trackext} {stem} {ext} {model}."),
@@ -393,6 +400,10 @@ def separate_command(
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Output sample rate (default: the input's)."),
     jobs: int = typer.Option(0, "-j", "--jobs", help="CPU threads for the networks (0 = all cores)."),
     batch_size: int = typer.Option(1, "--batch-size", help="Segments per network call."),
+    denoise: bool = typer.Option(False, "--denoise", help="MDX-Net: average the network on the mix and its negation (UVR's denoise; 2x slower)."),
+    n_fft: Optional[int] = typer.Option(None, "--n-fft", help="MDX-Net: FFT size, for an .onnx file weights.toml does not know."),
+    compensate: Optional[float] = typer.Option(None, "--compensate", help="MDX-Net: gain applied to the network's stem, for an unknown .onnx file."),
+    primary_stem: Optional[str] = typer.Option(None, "--primary-stem", help="MDX-Net: the stem an unknown .onnx file estimates (vocals, instrumental, drums, ...)."),
     force: bool = typer.Option(False, "--force", "-f", help="Redo tracks whose outputs exist."),
     offline: bool = typer.Option(False, "--offline", help="Never use the network (also STEMSPLIT_OFFLINE=1)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No messages on stderr, errors only."),
@@ -410,8 +421,8 @@ def batch_command(
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into subfolders."),
     filename: str = typer.Option("{relpath}/{track}/{stem}.{ext}", "--filename", help="Output name template: {relpath} {track} {trackext} {stem} {ext} {model}."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failing file."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name; default htdemucs."),
-    name: Optional[str] = typer.Option(None, "-n", "--name", help="Same as --model."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name; default htdemucs.", autocompletion=complete_model),
+    name: Optional[str] = typer.Option(None, "-n", "--name", help="Same as --model.", autocompletion=complete_model),
     stems: Optional[int] = typer.Option(None, "--stems", help="4, 6 or 2."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="A local checkpoint or bag folder."),
     repo: Optional[Path] = typer.Option(None, "--repo", help="A demucs-style local model folder."),
@@ -433,6 +444,10 @@ def batch_command(
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate"),
     jobs: int = typer.Option(0, "-j", "--jobs"),
     batch_size: int = typer.Option(1, "--batch-size"),
+    denoise: bool = typer.Option(False, "--denoise"),
+    n_fft: Optional[int] = typer.Option(None, "--n-fft"),
+    compensate: Optional[float] = typer.Option(None, "--compensate"),
+    primary_stem: Optional[str] = typer.Option(None, "--primary-stem"),
     force: bool = typer.Option(False, "--force", "-f"),
     offline: bool = typer.Option(False, "--offline"),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
@@ -454,50 +469,7 @@ def batch_command(
     _run(body)
 
 
-@app.command("models")
-def models_command(
-    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
-) -> None:
-    """List the models: name, stems, family, SDR, whether cached."""
-
-    def body() -> int:
-        from .registry import load_registry
-        registry = load_registry()
-        try:
-            from .cache import is_cached
-        except ImportError:  # pragma: no cover
-            is_cached = None
-        rows = []
-        for spec in registry.models.values():
-            cached = bool(is_cached(spec)) if is_cached else False
-            rows.append({
-                "name": spec.name, "default": spec.name == registry.default_model,
-                "stems": list(spec.stems), "architecture": spec.architecture,
-                "family": spec.family, "sdr": spec.sdr, "cached": cached,
-                "aliases": list(spec.aliases), "description": spec.description,
-                "supported": spec.unsupported is None,
-            })
-        if as_json:
-            sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-            return 0
-        from rich.table import Table
-        table = Table(box=None, pad_edge=False)
-        for column in ("model", "stems", "architecture", "SDR", "cached", "description"):
-            table.add_column(column)
-        for row in rows:
-            label = row["name"] + (" (default)" if row["default"] else "")
-            if row["aliases"]:
-                label += f" [{', '.join(row['aliases'])}]"
-            description = row["description"]
-            if not row["supported"]:
-                description = "not supported yet: " + description
-            table.add_row(label, str(len(row["stems"])), row["architecture"],
-                          f"{row['sdr']:.1f}" if row["sdr"] else "-",
-                          "yes" if row["cached"] else "no", description)
-        Console(highlight=False, soft_wrap=False, width=200).print(table)
-        return 0
-
-    _run(body)
+app.add_typer(models_app, name="models")
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -507,6 +479,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             and not args[0].startswith("--show-completion") \
             and not args[0].startswith("--install-completion"):
         args.insert(0, "separate")
+    install_log_handler("-q" in args or "--quiet" in args)  # cache notices -> stderr lines
+    complete_for_implicit_separate(COMMANDS)  # `stemsplit song.mp3 -n <TAB>` completes
     app(args=args, prog_name="stemsplit")
 
 

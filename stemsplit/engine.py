@@ -20,6 +20,12 @@ The maths is that of demucs' ``apply_model`` with ``split=True``:
 Unlike ``apply_model``, nothing here holds the whole track: ``StreamingSeparator`` consumes
 mixture blocks and emits output samples as soon as no later chunk can change them, so memory
 depends on the segment length, never on the track length.
+
+A ``Network`` may declare a different chunking rule than demucs' (the defaults): MDX-Net
+(UVR) networks work on the raw mixture (``normalise=False``), see the track padded with zeros
+(``padding``: n_fft/2 in front, up to a whole chunk behind; chunks stop at the padded end
+rather than the track's), and are overlap-added with a symmetric Hann window of each chunk's
+real length (``window="hann"``, or equal weights without overlap), as UVR does.
 """
 
 from __future__ import annotations
@@ -50,6 +56,19 @@ class Network:
     """Input length the network wants for a chunk of n samples (n itself if it pads)."""
     stem_weights: tuple[float, ...]
     """Weight of this network's estimate of each stem in the bag average."""
+    window: str = "triangle"
+    """Overlap-add weight: "triangle" (demucs: the segment's triangle, cut to the chunk,
+    raised to ``transition_power``) or "hann" (UVR: a symmetric Hann window of the chunk's
+    real length; equal weights when ``overlap`` is 0)."""
+    padding: Callable[[int], tuple[int, int]] | None = None
+    """Zeros (in front, behind) around a track of n samples: the chunk grid starts at minus
+    the front padding and chunks are cut off at the padded end. None: no padding (demucs)."""
+    normalise: bool = True
+    """Whether the network sees the track normalised by its mean and std (demucs) or raw."""
+
+    def __post_init__(self) -> None:
+        if self.window not in WINDOWS:
+            raise ValueError(f"unknown window {self.window!r}; choose {', '.join(WINDOWS)}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +135,8 @@ class MixStatistics:
         return math.sqrt(max(variance, 0.0))
 
 
+WINDOWS = ("triangle", "hann")
+
 NORMALISATION_EPSILON = 1e-8
 """Added to the std before dividing, as demucs does: digital silence stays finite."""
 
@@ -153,23 +174,36 @@ class _Pass:
     ) -> None:
         self.network = network
         self.total_frames = total_frames
-        self.shift = shift
+        front, back = network.padding(total_frames + shift) if network.padding else (0, 0)
+        self.shift = shift + front
+        """Where the chunk grid starts, before the first sample: a shift's delay plus the
+        network's front padding."""
+        self.padded_end = total_frames + back
+        """Chunks are cut off here (the track's end, or the end of the network's padding)."""
         self.segment_length = network.segment_length
         self.stride = max(1, int((1 - settings.overlap) * self.segment_length))
-        shifted_length = total_frames + shift
+        # Chunks starting at or after the track's end only touch dropped samples: skip them.
+        shifted_length = total_frames + self.shift
         self.chunk_count = math.ceil(shifted_length / self.stride) if total_frames else 0
         self.next_chunk = 0
-        self.window = transition_window(self.segment_length, settings.transition_power, device)
+        self.device = device
+        if network.window == "hann":
+            self.window = None
+            self.equal_weights = settings.overlap == 0
+            self._hann: dict[int, torch.Tensor] = {}
+        else:
+            self.window = transition_window(self.segment_length, settings.transition_power,
+                                            device)
         # Overlap-add accumulators over [acc_start, acc_start + acc.shape[-1]).
-        self.acc_start = -shift
+        self.acc_start = -self.shift
         self.acc = torch.zeros(stems, channels, 0, device=device)
         self.weight_sum = torch.zeros(0, device=device)
-        self.finished_until = -shift
+        self.finished_until = -self.shift
         """Output before this position is final (and has left the accumulators)."""
 
     def chunk(self, index: int) -> _Chunk:
         start = index * self.stride - self.shift
-        length = min(self.segment_length, self.total_frames - start)
+        length = min(self.segment_length, self.padded_end - start)
         read_length = self.network.valid_length(length)
         read_start = start - (read_length - length) // 2
         return _Chunk(index, start, length, read_start, read_length)
@@ -199,6 +233,18 @@ class _Pass:
             index += 1
         return chunks
 
+    def weights(self, length: int) -> torch.Tensor:
+        """The overlap-add weight of a chunk of ``length`` samples."""
+        if self.window is not None:
+            return self.window[:length]
+        if self.equal_weights:
+            return torch.ones(length, device=self.device)
+        if length not in self._hann:
+            # numpy.hanning(length), as UVR computes it: float64, then float32.
+            hann = torch.hann_window(length, periodic=False, dtype=torch.float64)
+            self._hann = {length: hann.to(self.device, torch.float32)}
+        return self._hann[length]
+
     def add(self, chunk: _Chunk, estimate: torch.Tensor) -> None:
         """Overlap-add one chunk's (stems, channels, length) estimate."""
         end = chunk.start + chunk.length
@@ -209,7 +255,7 @@ class _Pass:
                 [self.acc, self.acc.new_zeros(stems, channels, missing)], dim=-1
             )
             self.weight_sum = torch.cat([self.weight_sum, self.weight_sum.new_zeros(missing)])
-        weight = self.window[: chunk.length]
+        weight = self.weights(chunk.length)
         begin = chunk.start - self.acc_start
         self.acc[..., begin : begin + chunk.length] += weight * estimate
         self.weight_sum[begin : begin + chunk.length] += weight
@@ -250,6 +296,8 @@ class _InputWindow:
         """Samples [start, start + length) with zeros outside [0, total_frames)."""
         real_start = max(start, 0)
         real_end = min(start + length, total_frames)
+        if real_end <= real_start:  # wholly in a shift's leading zeros (or past the end)
+            return self.data.new_zeros(self.data.shape[0], length)
         if real_start < self.start or real_end > self.end:
             raise AssertionError("engine read outside its input window")
         piece = self.data[..., real_start - self.start : max(real_end, real_start) - self.start]
@@ -291,6 +339,10 @@ class StreamingSeparator:
     it returns the output blocks (stems, channels, time) that became final. After the last
     block, ``finish()`` returns the rest. The concatenated outputs have exactly
     ``total_frames`` samples.
+
+    ``mean`` and ``std`` normalise the track for networks that want it (``Network.normalise``,
+    demucs); networks that work on the raw mixture ignore them. All networks of one separator
+    must agree.
     """
 
     networks: Sequence[Network]
@@ -306,6 +358,10 @@ class StreamingSeparator:
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
+        normalise = {network.normalise for network in self.networks}
+        if len(normalise) > 1:
+            raise ValueError("a bag cannot mix normalised and raw-mixture networks")
+        self._normalise = normalise.pop() if normalise else True
         self._scale = self.std + NORMALISATION_EPSILON
         delays = shift_offsets(len(self.networks), self.settings.shifts, self.sample_rate,
                                self.settings)
@@ -342,7 +398,9 @@ class StreamingSeparator:
         if self._input.end + block.shape[-1] > self.total_frames:
             raise ValueError("more input than total_frames")
         block = block.to(self.device, torch.float32)
-        self._input.append((block - self.mean) / self._scale)
+        if self._normalise:
+            block = (block - self.mean) / self._scale
+        self._input.append(block)
         return self._run()
 
     def finish(self) -> list[torch.Tensor]:
@@ -407,7 +465,9 @@ class StreamingSeparator:
         assert isinstance(estimate, torch.Tensor)
         estimate = estimate / totals[:, None, None]
         self._emitted = ready_until
-        return [estimate * self._scale + self.mean]
+        if self._normalise:
+            estimate = estimate * self._scale + self.mean
+        return [estimate]
 
 
 def _pop_frames(pending: deque[torch.Tensor], count: int) -> torch.Tensor:

@@ -3,6 +3,10 @@
 registry (what the model is) -> cache (verified local files) -> checkpoint (plain data)
 -> models (our networks). The result, ``LoadedModel``, hands the engine its ``Network``
 list with demucs' bag rules applied.
+
+Families: "demucs" (bags of Demucs/HDemucs/HTDemucs networks; ``.safetensors``/``.th``) and
+"mdx" (one MDX-Net ONNX network run by onnxruntime; ``.onnx``, see ``mdx_onnx``). An MDX-Net
+model is a bag of one network with two stems (primary, mixture minus primary).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -18,7 +22,11 @@ from . import cache, checkpoint
 from .engine import Network
 from .errors import ModelError, UsageError
 from .models import build_network
+from .models.mdx import MDXNet
 from .registry import ModelSpec, load_registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .mdx_onnx import MDXOptions
 
 
 @dataclass
@@ -59,6 +67,9 @@ class LoadedModel:
                 )
         result = []
         for network, weights in zip(self.networks, self.bag_weights):
+            if isinstance(network, MDXNet):
+                result.append(_mdx_engine_network(network, weights, segment_seconds))
+                continue
             segment = segment_seconds if segment_seconds is not None else network.segment
             valid_length = network.valid_length
             if segment_seconds is not None and _is_transformer(network):
@@ -73,6 +84,26 @@ class LoadedModel:
                 stem_weights=tuple(float(w) for w in weights),
             ))
         return result
+
+
+def _mdx_engine_network(network: MDXNet, weights: Sequence[float],
+                        segment_seconds: float | None) -> Network:
+    """UVR's chunking for an MDX-Net network: its fixed chunk, n_fft/2 zeros in front and
+    padding behind, Hann-weighted overlap-add, on the raw (not normalised) mixture."""
+    parameters = network.parameters
+    if segment_seconds is not None:
+        raise UsageError(
+            "--segment does not apply to MDX-Net models: the network's input fixes the chunk "
+            f"({parameters.chunk} samples, {network.segment:.2f} s)", hint="drop --segment")
+    return Network(
+        forward=network,
+        segment_length=parameters.chunk,
+        valid_length=lambda length: length,  # the network pads a short last chunk itself
+        stem_weights=tuple(float(w) for w in weights),
+        window="hann",
+        padding=parameters.padding,
+        normalise=False,
+    )
 
 
 def _is_transformer(network: torch.nn.Module) -> bool:
@@ -144,6 +175,28 @@ def offline_requested(offline: bool | None = None) -> bool:
     return False
 
 
+def load_mdx_model(
+    path: Path,
+    spec: ModelSpec | None,
+    options: "MDXOptions | None",
+    device: torch.device | str = "cpu",
+) -> LoadedModel:
+    """An MDX-Net ONNX file as a one-network bag (``spec``: its weights.toml entry, if known;
+    without one, the file's UVR hash may find it)."""
+    from .mdx_onnx import MDXOptions, build_mdx_network
+
+    device = torch.device(device)
+    network, spec = build_mdx_network(Path(path), spec=spec, options=options or MDXOptions(),
+                                      device=device)
+    model = LoadedModel(
+        name=spec.name if spec is not None else Path(path).stem,
+        sources=tuple(network.sources), sample_rate=int(network.samplerate),
+        audio_channels=network.audio_channels, networks=[network],
+        bag_weights=[[1.0] * len(network.sources)], origin=str(path), spec=spec,
+    )
+    return model.to(device)
+
+
 def load_model(
     name: str | None = None,
     *,
@@ -152,13 +205,35 @@ def load_model(
     offline: bool | None = None,
     device: torch.device | str = "cpu",
     progress: cache.DownloadProgress | None = None,
+    mdx: "MDXOptions | None" = None,
 ) -> LoadedModel:
     """Load a published model by name (default: weights.toml's default) or a local checkpoint.
 
-    ``weights`` is a ``.safetensors``/``.th`` file or a bag folder; ``repo`` a demucs-style
-    local repo folder. Downloads go to the Hugging Face cache unless ``offline``.
+    ``weights`` is a ``.safetensors``/``.th`` file, a bag folder or an MDX-Net ``.onnx`` file
+    (run with ``name``'s parameters when a name is given, else recognised by its UVR hash,
+    else with ``mdx``'s); ``repo`` a demucs-style local repo folder. Downloads go to the
+    Hugging Face cache (or, for plain URL files, the stemsplit cache) unless ``offline``.
+    ``mdx`` holds the MDX-Net options (``--n-fft``, ``--compensate``, ``--primary-stem``,
+    ``--denoise``); they are an error with any other family.
     """
+    mdx_given = mdx is not None and (mdx.given or mdx.denoise)
+    if weights is not None and Path(weights).suffix.lower() == ".onnx":
+        if repo is not None:
+            raise UsageError("--repo applies to demucs models, not to an .onnx file")
+        path = Path(os.path.expandvars(os.path.expanduser(str(weights))))
+        if not path.is_file():
+            raise ModelError(f"--weights {path}: no such file")
+        spec = None
+        if name is not None:
+            spec = load_registry().get(name)
+            if spec.family != "mdx":
+                raise UsageError(f"--weights {path.name} is an MDX-Net network, but model "
+                                 f"'{spec.name}' is a {spec.family} model")
+        return load_mdx_model(path, spec, mdx, device)
     if weights is not None:
+        if mdx_given:
+            raise UsageError("--n-fft, --compensate, --primary-stem and --denoise apply to "
+                             "MDX-Net (.onnx) models only")
         resolved = cache.resolve_weights_path(Path(weights))
         label = name or Path(weights).stem
         model = assemble_bag(label, resolved.member_paths, resolved.weights, resolved.segment,
@@ -167,6 +242,18 @@ def load_model(
     spec = load_registry().get(name)
     if spec.unsupported:
         raise ModelError(f"model '{spec.name}': {spec.unsupported}")
+    if spec.family == "mdx":
+        if repo is not None:
+            raise UsageError("--repo applies to demucs models", hint="use --weights FILE.onnx")
+        from .mdx_onnx import check_uvr_hash
+
+        paths = cache.resolve_url_files(spec, offline=offline_requested(offline),
+                                        progress=progress)
+        check_uvr_hash(paths[0], spec)
+        return load_mdx_model(paths[0], spec, mdx, device)
+    if mdx_given:
+        raise UsageError(f"--n-fft, --compensate, --primary-stem and --denoise apply to "
+                         f"MDX-Net models, not to {spec.name}")
     if spec.family != "demucs":
         raise ModelError(f"model '{spec.name}': family '{spec.family}' is not supported yet")
     resolved = cache.resolve_demucs_model(

@@ -133,7 +133,7 @@ def test_offline_with_nothing_cached_is_one_clear_line(monkeypatch: pytest.Monke
     assert "htdemucs" in message
     assert str(hf_cache_dir()) in message and str(torch_hub_checkpoints_dir()) in message
     assert "HF_HUB_OFFLINE" in message
-    assert "stemsplit models download htdemucs" in hint and "unset HF_HUB_OFFLINE" in hint
+    assert "stemsplit models download htdemucs" in message and "unset HF_HUB_OFFLINE" in hint
     assert not is_cached(spec)
 
 
@@ -154,7 +154,7 @@ def test_no_network_fails_fast_with_one_line() -> None:
     message = str(caught.value)
     assert "\n" not in message
     assert "htdemucs" in message and "connection refused" in message
-    assert "stemsplit models download htdemucs" in caught.value.hint
+    assert "stemsplit models download htdemucs" in message
 
 
 def test_unresolvable_host_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -399,3 +399,226 @@ def test_hf_home_is_read_at_call_time(tmp_path: Path, monkeypatch: pytest.Monkey
     assert hf_cache_dir() == tmp_path / "direct"
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     assert torch_hub_checkpoints_dir() == tmp_path / "th" / "hub" / "checkpoints"
+
+
+# --------------------------------------------------------------------------- integrity, locks, inventory
+
+
+def _count_hashing(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    from stemsplit import cache
+
+    calls: list[Path] = []
+    original = cache._digests_of
+
+    def counting(path, git):  # noqa: ANN001, ANN202
+        calls.append(Path(path))
+        return original(path, git)
+
+    monkeypatch.setattr(cache, "_digests_of", counting)
+    return calls
+
+
+def test_remembered_digest_makes_later_loads_cheap(file_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download records its full sha256 with size and mtime; a later load trusts the file
+    without hashing while those match, and hashes it again once it changed."""
+    from stemsplit.cache import ChecksumStore, stemsplit_cache_dir
+
+    th = write_legacy_th(file_server.root, None, *HT, seed=11)
+    spec = spec_with_legacy_files(REGISTRY.get("htdemucs"), [th], url_root=file_server.url)
+    bag = resolve_demucs_model(spec, offline=False)
+    cached = bag.member_paths[0]
+    assert bag.downloaded == [cached]
+    entry = ChecksumStore().get(cached)
+    assert entry["sha256"] == hashlib.sha256(th.read_bytes()).hexdigest()
+    assert entry["size"] == cached.stat().st_size and entry["source"] == file_server.url + th.name
+    assert (stemsplit_cache_dir() / "checksums.json").is_file()
+    hashed = _count_hashing(monkeypatch)
+    again = resolve_demucs_model(spec, offline=True)
+    assert again.member_paths == [cached] and again.downloaded == [] and hashed == []
+    os.utime(cached, ns=(time.time_ns(), time.time_ns() + 10**9))
+    resolve_demucs_model(spec, offline=True)
+    assert hashed == [cached]
+
+
+def test_a_damaged_cached_file_is_deleted_and_said_so(file_server, caplog: pytest.LogCaptureFixture) -> None:
+    th = write_legacy_th(file_server.root, None, *HT, seed=12)
+    spec = spec_with_legacy_files(REGISTRY.get("htdemucs"), [th], url_root=file_server.url)
+    cached = resolve_demucs_model(spec, offline=False).member_paths[0]
+    data = bytearray(cached.read_bytes())
+    data[-5] ^= 1
+    cached.write_bytes(bytes(data))
+    with pytest.raises(WeightsUnavailableError) as caught:
+        resolve_demucs_model(spec, offline=True)
+    assert "fails its checksum" in str(caught.value) and "deleted" in str(caught.value)
+    assert not cached.exists()
+    assert any("fails its checksum" in record.getMessage() and record.levelname == "WARNING"
+               for record in caplog.records)
+
+
+def test_recorded_sha256_overrides_a_matching_blob_name(file_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """weights.toml's digest is checked too: a file consistent with its blob name but not with
+    the published digest is rejected."""
+    spec = REGISTRY.get("htdemucs")
+    write_hf_bag(_hf_home(), "htdemucs", spec.hf_repo, [(*HT, 0, "955717e8")])
+    assert resolve_demucs_model(spec, offline=True).member_paths
+    wrong = dataclasses.replace(spec, sha256=(("955717e8.safetensors", "0" * 64),))
+    with pytest.raises(WeightsUnavailableError, match="expected 0000000000000000... from weights.toml"):
+        resolve_demucs_model(wrong, offline=True)
+    assert not is_cached(spec)
+
+
+def test_git_blob_names_are_checked(tmp_path: Path) -> None:
+    """Small files in the HF cache are named by their git blob id, not their sha256."""
+    from stemsplit.cache import check_file
+
+    data = b"models: [955717e8]\n"
+    git_id = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    blob = tmp_path / "models--a--b" / "blobs" / git_id
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(data)
+    entry = tmp_path / "models--a--b" / "snapshots" / "c0ffee" / "x.yaml"
+    entry.parent.mkdir(parents=True)
+    entry.symlink_to(os.path.relpath(blob, entry.parent))
+    check = check_file(entry)
+    assert check.ok and check.detail == "matches its Hugging Face blob name"
+    blob.write_bytes(b"models: [955717e9]\n")
+    check = check_file(entry)
+    assert not check.ok and "git blob id" in check.detail
+
+
+def test_stdlib_hf_lookup_agrees_with_huggingface_hub() -> None:
+    from huggingface_hub import try_to_load_from_cache
+
+    from stemsplit.cache import _hf_cached
+
+    spec = REGISTRY.get("htdemucs_ft")
+    write_hf_bag(_hf_home(), "htdemucs_ft", spec.hf_repo, [(*HT, 1, "f7e0c4bc")])
+    for filename in ("htdemucs_ft.yaml", "f7e0c4bc.safetensors", "d12395a8.safetensors"):
+        theirs = try_to_load_from_cache(spec.hf_repo, filename, cache_dir=str(hf_cache_dir()))
+        ours = _hf_cached(spec.hf_repo, filename, hf_cache_dir())
+        assert (str(ours) if ours else None) == (theirs if isinstance(theirs, str) else None)
+    assert _hf_cached("adefossez/Nothing", "x.yaml", hf_cache_dir()) is None
+
+
+def test_file_lock_makes_the_second_holder_wait(tmp_path: Path) -> None:
+    import threading
+
+    from stemsplit.cache import file_lock
+
+    target = tmp_path / "model.th"
+    order: list[str] = []
+    waited = threading.Event()
+    holding = threading.Event()
+
+    def second() -> None:
+        holding.wait(5)
+        with file_lock(target, on_wait=waited.set):
+            order.append("second")
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with file_lock(target):
+        holding.set()
+        assert waited.wait(5)  # the other thread is blocked on our lock
+        order.append("first")
+    thread.join(5)
+    assert order == ["first", "second"]
+
+
+def test_unwritable_stemsplit_cache_does_not_stop_a_download(file_server, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("STEMSPLIT_CACHE", str(tmp_path / "a-file" / "below"))  # cannot be made
+    th = write_legacy_th(file_server.root, None, *HT, seed=13)
+    spec = spec_with_legacy_files(REGISTRY.get("htdemucs"), [th], url_root=file_server.url)
+    bag = resolve_demucs_model(spec, offline=False)
+    assert bag.member_paths[0].read_bytes() == th.read_bytes()
+    assert resolve_demucs_model(spec, offline=True).member_paths == bag.member_paths
+
+
+def test_offline_reason_names_what_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stemsplit.cache import offline_reason
+
+    assert offline_reason(False) == "" and offline_reason(None) == ""
+    assert offline_reason(True) == "--offline"
+    monkeypatch.setenv("STEMSPLIT_OFFLINE", "1")
+    assert offline_reason(None) == offline_reason(True) == "STEMSPLIT_OFFLINE is set"
+    assert offline_reason(False) == ""  # an explicit offline=False wins over the variable
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert offline_reason(False) == "HF_HUB_OFFLINE is set"
+
+
+def test_remove_model_clears_every_snapshot_and_the_repo_folder() -> None:
+    from stemsplit.cache import local_files, remove_model
+    from tests.checkpoints import hf_put_file
+
+    spec = REGISTRY.get("htdemucs")
+    hf_put_file(_hf_home(), spec.hf_repo, "955717e8.safetensors", b"old")
+    repo = hf_repo_dir(_hf_home(), spec.hf_repo)
+    (repo / "refs" / "main").write_text("f" * 40)  # a newer revision
+    hf_put_file(_hf_home(), spec.hf_repo, "955717e8.safetensors", b"new")
+    hf_put_file(_hf_home(), spec.hf_repo, "htdemucs.yaml", b"models: [955717e8]\n")
+    assert [local.size for local in local_files(spec)][:2] == [19, 3]
+    removed = remove_model(spec, list(REGISTRY.models.values()))
+    assert len(removed) == 3 and not repo.exists()
+    assert all(local.path is None for local in local_files(spec))
+
+
+def test_registry_sha256_table_and_url_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stemsplit.registry import load_registry as load
+
+    path = tmp_path / "weights.toml"
+    path.write_text(
+        'default_model = "a"\n[models.a]\nfamily = "demucs"\nstems = ["vocals"]\nsample_rate = 44100\n'
+        'hf_repo = "o/r"\nbag_file = "a.yaml"\nmembers = ["abc"]\nlegacy_url_root = "http://h/"\n'
+        'legacy_files = ["abc-0123abcd.th"]\n[models.a.sha256]\n"abc.safetensors" = "' + "AB" * 32 + '"\n'
+        '[models.b]\nfamily = "mdx"\nstems = ["vocals", "accompaniment"]\nsample_rate = 44100\n'
+        'files = [{ url = "http://h/dir/net.onnx?download=1", sha256 = "' + "cd" * 32 + '", size = 10 }]\n')
+    monkeypatch.setenv("STEMSPLIT_WEIGHTS_TOML", str(path))
+    registry = load()
+    a, b = registry.get("a"), registry.get("b")
+    assert [(f.filename, f.source, f.sha256) for f in a.files] == [
+        ("a.yaml", "hf", None), ("abc.safetensors", "hf", "ab" * 32),
+        ("abc-0123abcd.th", "legacy", "0123abcd")]
+    assert a.files[2].sha256_is_prefix and a.files[2].location == "http://h/abc-0123abcd.th"
+    (net,) = b.files
+    assert (net.filename, net.source, net.sha256, net.size) == ("net.onnx", "url", "cd" * 32, 10)
+    assert registry.completions("") == [("a", ""), ("b", "")]
+    path.write_text(path.read_text().replace("AB" * 32, "xyz"))
+    with pytest.raises(ModelError, match="hex digits"):
+        load(path)
+    monkeypatch.setenv("STEMSPLIT_WEIGHTS_TOML", str(tmp_path / "missing.toml"))
+    with pytest.raises(ModelError, match="no such file"):
+        load()
+
+
+def test_url_files_offline_and_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stemsplit.cache import resolve_url_files, url_files_dir
+    from stemsplit.registry import ModelFile
+
+    spec = dataclasses.replace(
+        REGISTRY.get("htdemucs"), name="net", family="mdx", hf_repo=None, members=(),
+        legacy_files=(), extra_files=(ModelFile("net.onnx", "url", f"http://127.0.0.1:{closed_port()}/net.onnx"),))
+    with pytest.raises(WeightsUnavailableError) as caught:
+        resolve_url_files(spec, offline=True)
+    assert "net.onnx missing" in str(caught.value) and str(url_files_dir()) in str(caught.value)
+    assert "stemsplit models download net" in str(caught.value)
+    started = time.monotonic()
+    with pytest.raises(WeightsUnavailableError, match="connection refused"):
+        resolve_url_files(spec, offline=False)
+    assert time.monotonic() - started < 3
+
+
+def test_interrupted_download_leaves_no_file(file_server) -> None:
+    """Ctrl-C in the middle of a download: neither the file nor its temporary copy stays."""
+    th = write_legacy_th(file_server.root, None, *HT, seed=14)
+    spec = spec_with_legacy_files(REGISTRY.get("htdemucs"), [th], url_root=file_server.url)
+
+    def interrupt(filename: str, done: int, total: int | None) -> None:
+        if done > 0 or (total or 0) < 2 * 1024 * 1024:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        resolve_demucs_model(spec, offline=False, progress=interrupt)
+    assert _no_partial_files(torch_hub_checkpoints_dir()) == []
+    assert resolve_demucs_model(spec, offline=False).member_paths[0].read_bytes() == th.read_bytes()

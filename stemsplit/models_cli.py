@@ -1,0 +1,592 @@
+"""``stemsplit models``: list, info, download, verify, remove and path.
+
+Mounted by cli.py as a Typer group; bare ``stemsplit models`` lists. Nothing here imports torch
+or (except to download) huggingface_hub, so the listing and shell completion stay fast.
+Results go to stdout (tables, paths, ``--json``); messages and download bars to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import TYPE_CHECKING, Callable, List, Optional
+
+import typer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .registry import ModelSpec, Registry
+
+
+def complete_model(incomplete: str) -> list[str]:
+    """Shell completion of model names and aliases, from weights.toml only (names alone:
+    typer wraps long descriptions into zsh's completion script and breaks it)."""
+    try:
+        from .registry import load_registry
+
+        return [name for name, _ in load_registry().completions(incomplete)]
+    except Exception:  # a broken registry must not break the shell
+        return []
+
+
+def complete_for_implicit_separate(commands: tuple[str, ...]) -> None:
+    """Shell completion of ``stemsplit song.mp3 -n <TAB>``: the words the shell hands over
+    (bash: COMP_WORDS/COMP_CWORD; zsh, fish, PowerShell: _TYPER_COMPLETE_ARGS) get the
+    implied ``separate`` inserted, as main() does for a real command line."""
+    import os
+
+    if not any(key.endswith("_COMPLETE") and key.startswith("_STEMSPLIT") for key in os.environ):
+        return
+
+    def needs_separate(words: list[str], typed: int) -> bool:
+        return (typed >= 2 and len(words) >= 2 and words[1] not in commands
+                and not words[1].startswith("-"))
+
+    words = os.environ.get("COMP_WORDS")
+    if words is not None and os.environ.get("COMP_CWORD", "").isdigit():
+        split = words.split()
+        if needs_separate(split, int(os.environ["COMP_CWORD"])):
+            head, _, rest = words.partition(split[0])
+            os.environ["COMP_WORDS"] = f"{head}{split[0]} separate{rest}"
+            os.environ["COMP_CWORD"] = str(int(os.environ["COMP_CWORD"]) + 1)
+        return
+    line = os.environ.get("_TYPER_COMPLETE_ARGS")
+    if line:
+        split = line.split()
+        typed = len(split) if line.endswith(" ") else len(split) - 1
+        if needs_separate(split, typed):
+            head, _, rest = line.partition(split[0])
+            os.environ["_TYPER_COMPLETE_ARGS"] = f"{head}{split[0]} separate{rest}"
+
+
+class _StderrHandler(logging.Handler):
+    """Library log records as stderr lines: ``warning: ...`` for warnings, plain for info."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from .cli import stderr
+
+        try:
+            text = record.getMessage()
+        except Exception:  # pragma: no cover - a malformed record
+            return
+        prefix = "warning: " if record.levelno >= logging.WARNING else ""
+        stderr.print(prefix + text, markup=False)
+
+
+def install_log_handler(quiet: bool = False) -> None:
+    """Show the cache's notices (a corrupt file deleted, waiting for another download)."""
+    logger = logging.getLogger("stemsplit.cache")
+    for handler in list(logger.handlers):
+        if isinstance(handler, _StderrHandler):
+            logger.removeHandler(handler)
+    handler = _StderrHandler(level=logging.WARNING if quiet else logging.INFO)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+models_app = typer.Typer(
+    name="models",
+    invoke_without_command=True,
+    no_args_is_help=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="List, inspect, download, verify and remove models.\n\n"
+    "Bare `stemsplit models` lists them (same as `stemsplit models list`).",
+)
+
+
+def _run(body: Callable[[], int]) -> None:
+    from .cli import _run as run_command
+
+    def guarded() -> int:
+        try:
+            code = body()
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:  # `stemsplit models | head`: stop quietly
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+
+    run_command(guarded)
+
+
+def _registry() -> "Registry":
+    from .registry import load_registry
+
+    return load_registry()
+
+
+def _specs(names: Optional[List[str]], everything: bool = False) -> list["ModelSpec"]:
+    registry = _registry()
+    if everything or not names:
+        return list(registry.models.values())
+    specs: list = []
+    for name in names:
+        spec = registry.get(name)
+        if spec not in specs:
+            specs.append(spec)
+    return specs
+
+
+def _human(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"  # pragma: no cover
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _print_table(table) -> None:  # noqa: ANN001
+    """A rich table on stdout as plain text (no colour, no trailing blanks)."""
+    from rich.console import Console
+
+    import shutil
+
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 400
+    console = Console(highlight=False, soft_wrap=False, width=max(width, 80), color_system=None)
+    with console.capture() as captured:
+        console.print(table)
+    for line in captured.get().splitlines():
+        _out(line.rstrip())
+
+
+# -- list ------------------------------------------------------------------------------
+
+
+def _model_row(spec: "ModelSpec", default: str) -> dict:
+    from .cache import is_cached, local_files
+
+    files = local_files(spec)
+    present = [local for local in files if local.path is not None]
+    sizes = [local.size for local in present if local.size is not None]
+    return {
+        "name": spec.name,
+        "default": spec.name == default,
+        "family": spec.family,
+        "architecture": spec.architecture,
+        "stems": list(spec.stems),
+        "sdr": spec.sdr,
+        "cached": is_cached(spec),
+        "size_bytes": sum(sizes) if present else None,
+        "files_cached": len(present),
+        "aliases": list(spec.aliases),
+        "description": spec.description,
+        "supported": spec.unsupported is None,
+    }
+
+
+def _list(as_json: bool) -> int:
+    registry = _registry()
+    rows = [_model_row(spec, registry.default_model) for spec in registry.models.values()]
+    if as_json:
+        _out(json.dumps(rows, indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("model", "family", "architecture", "stems", "SDR", "size", "cached", "description"):
+        table.add_column(column, justify="right" if column in ("stems", "SDR", "size") else "left")
+    for row in rows:
+        label = row["name"] + (" *" if row["default"] else "")
+        short = [alias for alias in row["aliases"] if len(alias) <= 12]  # all in `info`
+        if short:
+            label += f" ({', '.join(short)})"
+        description = row["description"]
+        if not row["supported"]:
+            description = "not supported yet: " + description
+        cached = "yes" if row["cached"] else "partly" if row["files_cached"] else "no"
+        table.add_row(label, row["family"], row["architecture"], str(len(row["stems"])),
+                      f"{row['sdr']:.1f}" if row["sdr"] else "-", _human(row["size_bytes"]),
+                      cached, description)
+    _print_table(table)
+    _out(f"* default ({registry.default_model}). `stemsplit models info NAME` for details, "
+         "`stemsplit models download NAME` to fetch ahead.")
+    return 0
+
+
+@models_app.callback()
+def models_main(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+) -> None:
+    """List, inspect, download, verify and remove models (bare: list them)."""
+    if ctx.invoked_subcommand is None:
+        _run(lambda: _list(as_json))
+
+
+@models_app.command("list")
+def list_command(
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+) -> None:
+    """The models: name, family, stems, published SDR, size on disk, cached or not."""
+    _run(lambda: _list(as_json))
+
+
+# -- info ------------------------------------------------------------------------------
+
+
+def _info_document(spec: "ModelSpec", default: str) -> dict:
+    from .cache import (ChecksumStore, expected_digest, hf_endpoint, is_cached, local_files)
+
+    store = ChecksumStore()
+    sources = []
+    if spec.hf_repo:
+        sources.append({"kind": "huggingface", "repo": spec.hf_repo,
+                        "url": f"{hf_endpoint()}/{spec.hf_repo}"})
+    if spec.legacy_url_root and spec.legacy_files:
+        sources.append({"kind": "legacy", "url": spec.legacy_url_root})
+    if spec.extra_files:
+        sources.append({"kind": "url", "urls": [file.location for file in spec.extra_files]})
+    files = []
+    for local in local_files(spec):
+        digest, origin = (expected_digest(local.path, local.file.sha256, store)
+                          if local.path is not None else (local.file.sha256, None))
+        if local.path is None and local.file.sha256 is not None:
+            origin = "its name" if local.file.source == "legacy" else "weights.toml"
+        files.append({
+            "file": local.file.filename,
+            "source": local.file.source,
+            "from": local.file.location,
+            "member": local.file.member,
+            "sha256": digest,
+            "sha256_from": origin,
+            "sha256_is_prefix": digest is not None and len(digest) < 64,
+            "cached": local.path is not None,
+            "path": str(local.path) if local.path is not None else None,
+            "size_bytes": local.size,
+        })
+    return {
+        "name": spec.name,
+        "default": spec.name == default,
+        "aliases": list(spec.aliases),
+        "description": spec.description,
+        "family": spec.family,
+        "architecture": spec.architecture,
+        "stems": list(spec.stems),
+        "sample_rate": spec.sample_rate,
+        "sdr": spec.sdr,
+        "members": list(spec.members),
+        "bag_weights": [list(row) for row in spec.bag_weights] if spec.bag_weights else None,
+        "segment_seconds": spec.segment_seconds,
+        "unsupported": spec.unsupported,
+        "cached": is_cached(spec),
+        "sources": sources,
+        "files": files,
+    }
+
+
+def _info(name: str, as_json: bool) -> int:
+    registry = _registry()
+    spec = registry.get(name)
+    document = _info_document(spec, registry.default_model)
+    if as_json:
+        _out(json.dumps(document, indent=2))
+        return 0
+    title = spec.name + (" (default)" if document["default"] else "")
+    if spec.aliases:
+        title += f", alias {', '.join(spec.aliases)}"
+    _out(title)
+    _out(f"  {spec.description}")
+    if spec.unsupported:
+        _out(f"  not supported yet: {spec.unsupported}")
+    _out(f"  family        {spec.family} ({spec.architecture})")
+    _out(f"  stems         {', '.join(spec.stems)}")
+    _out(f"  sample rate   {spec.sample_rate} Hz")
+    _out(f"  SDR           {f'{spec.sdr:.1f} dB (MUSDB18-HQ, published)' if spec.sdr else '-'}")
+    if spec.members:
+        _out(f"  bag           {len(spec.members)} member{'s' if len(spec.members) > 1 else ''}: "
+             f"{', '.join(spec.members)}")
+    _out(f"  cached        {'yes' if document['cached'] else 'no'}")
+    _out("  sources (tried in this order)")
+    for number, source in enumerate(document["sources"], 1):
+        if source["kind"] == "huggingface":
+            _out(f"    {number}. Hugging Face {source['repo']} ({source['url']})")
+        elif source["kind"] == "legacy":
+            _out(f"    {number}. {source['url']} (demucs' original packages)")
+        else:
+            _out(f"    {number}. " + ", ".join(source["urls"]))
+    _out("  files")
+    width = max((len(f["file"]) for f in document["files"]), default=0)
+    for entry in document["files"]:
+        if entry["sha256"] is None:
+            digest = "sha256 not recorded (remembered at first download)"
+        else:
+            digest = f"sha256 {entry['sha256']}" + ("..." if entry["sha256_is_prefix"] else "")
+            digest += f" ({entry['sha256_from']})"
+        where = (f"{entry['path']} ({_human(entry['size_bytes'])})" if entry["cached"]
+                 else "not cached")
+        _out(f"    {entry['file']:<{width}}  {entry['source']:<6}  {digest}")
+        _out(f"    {'':<{width}}  {'':<6}  {where}")
+    return 0
+
+
+@models_app.command("info")
+def info_command(
+    name: str = typer.Argument(..., help="Model name or alias.", autocompletion=complete_model,
+                               show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """A model's sources, files, checksums, where it is cached, and its description."""
+    _run(lambda: _info(name, as_json))
+
+
+# -- download --------------------------------------------------------------------------
+
+
+class DownloadBars:
+    """One progress bar per file on stderr when it is a terminal; nothing otherwise."""
+
+    def __init__(self, quiet: bool) -> None:
+        from .cli import stderr
+
+        self.progress = None
+        self.tasks: dict[str, object] = {}
+        if not quiet and stderr.is_terminal:
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                                       TimeRemainingColumn, TransferSpeedColumn)
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                TransferSpeedColumn(), TimeRemainingColumn(), console=stderr,
+                redirect_stdout=False, redirect_stderr=False,
+            )
+
+    def __enter__(self) -> "DownloadBars":
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, filename: str, done: int, total: int | None) -> None:
+        if self.progress is None:
+            return
+        if filename not in self.tasks:
+            self.tasks[filename] = self.progress.add_task(filename, total=total)
+        self.progress.update(self.tasks[filename], completed=done, total=total)
+
+
+def _download_one(spec: "ModelSpec", bars: DownloadBars) -> list:
+    """The model's local files after fetching what is missing, and those fetched now."""
+    from . import cache
+
+    if spec.family == "demucs" and spec.members:
+        resolved = cache.resolve_demucs_model(spec, offline=None, progress=bars)
+        return [resolved.member_paths, resolved.downloaded, resolved.origin]
+    if spec.extra_files:
+        before = {file.filename for file in spec.extra_files
+                  if (cache.url_files_dir() / file.filename).is_file()}
+        paths = cache.resolve_url_files(spec, offline=None, progress=bars)
+        fetched = [path for path in paths if path.name not in before]
+        if not fetched:
+            return [paths, fetched, str(cache.url_files_dir())]
+        from urllib.parse import urlsplit
+
+        hosts = sorted({urlsplit(file.location).netloc for file in spec.extra_files})
+        return [paths, fetched, ", ".join(hosts)]
+    from .errors import ModelError
+
+    raise ModelError(f"{spec.name}: weights.toml lists nothing to download for this model")
+
+
+def _download(names: Optional[List[str]], everything: bool, quiet: bool, as_json: bool) -> int:
+    from .cli import report_error, stderr
+    from .errors import StemsplitError, UsageError
+
+    if not names and not everything:
+        raise UsageError("name the models to download, or give --all",
+                         hint="`stemsplit models` lists them")
+    if names and everything:
+        raise UsageError("give model names or --all, not both")
+    install_log_handler(quiet)
+    specs = _specs(names, everything)
+    failed = 0
+    report = []
+    with DownloadBars(quiet) as bars:
+        for spec in specs:
+            if spec.unsupported:
+                if everything:
+                    if not quiet:
+                        stderr.print(f"{spec.name}: skipped ({spec.unsupported})", markup=False)
+                    continue
+            try:
+                paths, fetched, origin = _download_one(spec, bars)
+            except StemsplitError as error:
+                report_error(error, "--debug" in sys.argv)
+                report.append({"name": spec.name, "status": "failed", "error": error.message})
+                failed += 1
+                continue
+            size = sum(path.stat().st_size for path in fetched if path.exists())
+            if not quiet:
+                if fetched:
+                    stderr.print(f"{spec.name}: downloaded {len(fetched)} file"
+                                 f"{'s' if len(fetched) != 1 else ''} ({_human(size)}) from "
+                                 f"{origin}", markup=False)
+                else:
+                    stderr.print(f"{spec.name}: already cached ({origin})", markup=False)
+            report.append({"name": spec.name, "status": "downloaded" if fetched else "cached",
+                           "paths": [str(path) for path in paths],
+                           "downloaded": [str(path) for path in fetched]})
+    if as_json:
+        _out(json.dumps(report, indent=2))
+    else:  # after the bars are gone
+        for entry in report:
+            for path in entry.get("paths", []):
+                _out(path)
+    return 1 if failed else 0
+
+
+@models_app.command("download")
+def download_command(
+    names: Optional[List[str]] = typer.Argument(None, help="Models to fetch.",
+                                                autocompletion=complete_model, show_default=False),
+    everything: bool = typer.Option(False, "--all", help="Every supported model."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No messages or bars, errors only."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Fetch models ahead, for offline use (prints the local paths)."""
+    _run(lambda: _download(names, everything, quiet, as_json))
+
+
+# -- verify ----------------------------------------------------------------------------
+
+
+def _verify(names: Optional[List[str]], keep: bool, as_json: bool) -> int:
+    from .cache import is_cached, local_files, verify_model
+    from .cli import stderr
+
+    install_log_handler()
+    specs = _specs(names)
+    explicit = bool(names)
+    results = []
+    corrupt = incomplete = 0
+    for spec in specs:
+        if not any(local.path is not None for local in local_files(spec)):
+            if explicit:
+                incomplete += 1
+                results.append({"name": spec.name, "file": None, "status": "not cached",
+                                "path": None, "detail": f"run `stemsplit models download {spec.name}`"})
+            continue
+        for check in verify_model(spec, delete=not keep):
+            corrupt += not check.ok
+            results.append({"name": spec.name, "file": check.path.name,
+                            "status": "ok" if check.ok else "corrupt", "path": str(check.path),
+                            "detail": check.detail, "sha256": check.sha256})
+        if explicit and not is_cached(spec):
+            incomplete += 1
+            results.append({"name": spec.name, "file": None, "status": "incomplete", "path": None,
+                            "detail": f"run `stemsplit models download {spec.name}`"})
+    if as_json:
+        _out(json.dumps(results, indent=2))
+    else:
+        for row in results:
+            label = row["status"].upper() if row["status"] != "ok" else "ok"
+            _out(f"{row['name']}  {row['file'] or '-'}  {label}  {row['detail']}"
+                 + (f"  {row['path']}" if row["path"] else ""))
+    checked = sum(1 for row in results if row["file"])
+    summary = f"{checked} file{'s' if checked != 1 else ''} checked, {corrupt} corrupt"
+    if corrupt:
+        summary += " (kept)" if keep else " (deleted; `stemsplit models download NAME` fetches them again)"
+    if incomplete:
+        summary += f", {incomplete} model{'s' if incomplete != 1 else ''} not fully cached"
+    if not results:
+        summary = "nothing cached to verify"
+    stderr.print(summary, markup=False)
+    return 1 if corrupt or incomplete else 0
+
+
+@models_app.command("verify")
+def verify_command(
+    names: Optional[List[str]] = typer.Argument(None, help="Models to check (default: every cached one).",
+                                                autocompletion=complete_model, show_default=False),
+    keep: bool = typer.Option(False, "--keep", help="Keep corrupt files (default: delete them)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Re-hash cached files against their recorded sha256; exit 1 if any is corrupt."""
+    _run(lambda: _verify(names, keep, as_json))
+
+
+# -- remove ----------------------------------------------------------------------------
+
+
+def _remove(names: Optional[List[str]], everything: bool, quiet: bool) -> int:
+    from .cache import remove_model
+    from .cli import stderr
+    from .errors import UsageError
+
+    if not names and not everything:
+        raise UsageError("name the models to remove, or give --all")
+    others = list(_registry().models.values())
+    for spec in _specs(names, everything):
+        removed = remove_model(spec, others)
+        for path in removed:
+            _out(str(path))
+        if not quiet and (removed or not everything):
+            stderr.print(f"{spec.name}: removed {len(removed)} file{'s' if len(removed) != 1 else ''}"
+                         if removed else f"{spec.name}: nothing cached", markup=False)
+    return 0
+
+
+@models_app.command("remove")
+def remove_command(
+    names: Optional[List[str]] = typer.Argument(None, help="Models to delete from the caches.",
+                                                autocompletion=complete_model, show_default=False),
+    everything: bool = typer.Option(False, "--all", help="Every model."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No messages."),
+) -> None:
+    """Delete a model's files from every cache (prints the paths deleted)."""
+    _run(lambda: _remove(names, everything, quiet))
+
+
+# -- path ------------------------------------------------------------------------------
+
+_PATH_ROLES = {
+    "huggingface": "Hugging Face hub cache (HF_HOME, HF_HUB_CACHE): the hub files",
+    "stemsplit": "STEMSPLIT_CACHE: checksums, locks, plain URL downloads",
+    "torch_hub": "demucs' torch hub cache (TORCH_HOME): legacy .th packages",
+}
+
+
+def _path(which: Optional[str], as_json: bool) -> int:
+    from .cache import cache_locations
+    from .errors import UsageError
+
+    locations = cache_locations()
+    if which is not None:
+        key = {"hf": "huggingface", "torch": "torch_hub"}.get(which, which)
+        if key not in locations:
+            raise UsageError(f"unknown cache '{which}'", hint="choose huggingface, stemsplit or torch_hub")
+        _out(str(locations[key]))
+        return 0
+    if as_json:
+        _out(json.dumps({key: str(value) for key, value in locations.items()}, indent=2))
+        return 0
+    width = max(len(key) for key in locations)
+    for key, value in locations.items():
+        _out(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _complete_cache(incomplete: str) -> list[str]:
+    return [key for key in _PATH_ROLES if key.startswith(incomplete)]
+
+
+@models_app.command("path")
+def path_command(
+    which: Optional[str] = typer.Argument(None, help="Print only this one: huggingface, stemsplit or torch_hub.",
+                                          autocompletion=_complete_cache, show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Print the cache folders: the Hugging Face cache, STEMSPLIT_CACHE, the torch hub cache."""
+    _run(lambda: _path(which, as_json))
