@@ -41,7 +41,8 @@ import soundfile
 
 from _common import ROOT, measured_run
 
-from tests.mdx_models import KIM_VOCAL_2, write_mdx_onnx  # noqa: E402
+from tests.mdx_models import (  # noqa: E402
+    KIM_VOCAL_2, seed_audio_separator_models, write_mdx_onnx)
 
 REFERENCE_SCRIPT = """
 import sys, numpy as np, soundfile
@@ -72,24 +73,10 @@ def make_track(path: Path, seconds: float) -> None:
 
 def audio_separator_command(executable: str, track: Path, model: Path, work: Path) -> list[str]:
     """Seed audio-separator's model folder for ``model`` (as Kim_Vocal_2.onnx); its command."""
-    import json
-
-    from stemsplit.mdx_onnx import uvr_hash
-
     models = work / "as-models"
-    models.mkdir(parents=True, exist_ok=True)
-    shutil.copy(model, models / "Kim_Vocal_2.onnx")
-    lists = {key: {} for key in (
-        "demucs_download_list", "vr_download_list", "mdx_download_list",
-        "mdx_download_vip_list", "mdx23c_download_list", "mdx23c_download_vip_list",
-        "roformer_download_list")}
-    lists["mdx_download_list"]["MDX-Net Model: Kim Vocal 2"] = "Kim_Vocal_2.onnx"
-    (models / "download_checks.json").write_text(json.dumps(lists))
-    (models / "vr_model_data.json").write_text("{}")
-    (models / "mdx_model_data.json").write_text(json.dumps({uvr_hash(model): {
-        "compensate": KIM_VOCAL_2["compensate"], "mdx_dim_f_set": KIM_VOCAL_2["dim_f"],
-        "mdx_dim_t_set": 8, "mdx_n_fft_scale_set": KIM_VOCAL_2["n_fft"],
-        "primary_stem": "Vocals"}}))
+    seed_audio_separator_models(models, model, n_fft=KIM_VOCAL_2["n_fft"],
+                                dim_f=KIM_VOCAL_2["dim_f"], dim_t=KIM_VOCAL_2["dim_t"],
+                                compensate=KIM_VOCAL_2["compensate"], primary="Vocals")
     return [executable, str(track), "-m", "Kim_Vocal_2.onnx", "--model_file_dir", str(models),
             "--output_dir", str(work / "audio-separator"), "--use_soundfile",
             "--normalization", "1.0", "--output_format", "WAV", "--log_level", "warning"]

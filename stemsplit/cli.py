@@ -373,46 +373,81 @@ def _print_summary(summary, quiet: bool) -> None:
     stderr.print(table)
 
 
+# Options shared by `separate` and `batch` (one definition, one help text each).
+MODEL_OPTION = typer.Option(None, "--model", "-m", help="Model name (see `stemsplit models`); default htdemucs.", autocompletion=complete_model)
+NAME_OPTION = typer.Option(None, "-n", "--name", help="Same as --model (demucs' spelling).", autocompletion=complete_model)
+STEMS_OPTION = typer.Option(None, "--stems", help="4 (htdemucs), 6 (htdemucs_6s) or 2 (vocals + accompaniment).")
+WEIGHTS_OPTION = typer.Option(None, "--weights", help="Run a local checkpoint (.safetensors/.th), bag folder or MDX-Net .onnx file.")
+REPO_OPTION = typer.Option(None, "--repo", help="A demucs-style local model folder to load -n from.")
+DEVICE_OPTION = typer.Option(os.environ.get("STEMSPLIT_DEVICE", "auto"), "-d", "--device", help="auto, cpu, cuda or mps.")
+SHIFTS_OPTION = typer.Option(0, "--shifts", help="Random time shifts averaged (seeded; 0 = the reference's exact stems).")
+SEED_OPTION = typer.Option(0, "--seed", help="Seed for the shifts.")
+OVERLAP_OPTION = typer.Option(0.25, "--overlap", help="Overlap between segments, a fraction.")
+SEGMENT_OPTION = typer.Option(None, "--segment", help="Segment length in seconds (default: the model's).")
+TWO_STEMS_OPTION = typer.Option(None, "--two-stems", metavar="STEM", help="Only STEM and its complement (accompaniment for vocals, else no_STEM).")
+OTHER_METHOD_OPTION = typer.Option(OtherMethod.add, "--other-method", help="Complement of --two-stems: sum of the other stems (add), mix minus stem (minus), or none.")
+STEM_OPTION = typer.Option(None, "--stem", help="Write only this stem (repeatable).")
+INT24_OPTION = typer.Option(False, "--int24", help="24-bit wav/flac.")
+FLOAT32_OPTION = typer.Option(False, "--float32", help="32-bit float wav.")
+CLIP_MODE_OPTION = typer.Option(ClipMode.rescale, "--clip-mode", help="Avoid clipping by rescaling the whole stem, clamping, tanh, or none.")
+FLAC_OPTION = typer.Option(False, "--flac", help="Write flac.")
+MP3_OPTION = typer.Option(False, "--mp3", help="Write mp3.")
+MP3_BITRATE_OPTION = typer.Option(320, "--mp3-bitrate", help="mp3 bitrate in kbit/s.")
+SAMPLE_RATE_OPTION = typer.Option(None, "--sample-rate", help="Output sample rate (default: the input's).")
+JOBS_OPTION = typer.Option(0, "-j", "--jobs", help="CPU threads for the networks (0 = all cores).")
+BATCH_SIZE_OPTION = typer.Option(1, "--batch-size", help="Segments per network call.")
+DENOISE_OPTION = typer.Option(False, "--denoise", help="MDX-Net: average the network on the mix and its negation (UVR's denoise; 2x slower).")
+N_FFT_OPTION = typer.Option(None, "--n-fft", help="MDX-Net: FFT size, for an .onnx file weights.toml does not know.")
+COMPENSATE_OPTION = typer.Option(None, "--compensate", help="MDX-Net: gain applied to the network's stem, for an unknown .onnx file.")
+PRIMARY_STEM_OPTION = typer.Option(None, "--primary-stem", help="MDX-Net: the stem an unknown .onnx file estimates (vocals, instrumental, drums, ...).")
+FORCE_OPTION = typer.Option(False, "--force", "-f", help="Redo tracks whose outputs exist.")
+OFFLINE_OPTION = typer.Option(False, "--offline", help="Never use the network (also STEMSPLIT_OFFLINE=1).")
+QUIET_OPTION = typer.Option(False, "-q", "--quiet", help="No messages on stderr, errors only.")
+DEBUG_OPTION = typer.Option(False, "--debug", help="Show tracebacks.")
+
+
 @app.command("separate")
 def separate_command(
     inputs: List[Path] = SeparateInputs,
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (see `stemsplit models`); default htdemucs.", autocompletion=complete_model),
-    name: Optional[str] = typer.Option(None, "-n", "--name", help="Same as --model (demucs' spelling).", autocompletion=complete_model),
-    stems: Optional[int] = typer.Option(None, "--stems", help="4 (htdemucs), 6 (htdemucs_6s) or 2 (vocals + accompaniment)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Run a local checkpoint (.safetensors/.th), bag folder or MDX-Net .onnx file."),
-    repo: Optional[Path] = typer.Option(None, "--repo", help="A demucs-style local model folder to load -n from."),
+    model: Optional[str] = MODEL_OPTION,
+    name: Optional[str] = NAME_OPTION,
+    stems: Optional[int] = STEMS_OPTION,
+    weights: Optional[Path] = WEIGHTS_OPTION,
+    repo: Optional[Path] = REPO_OPTION,
     out: Path = typer.Option(Path("separated"), "-o", "--out", help="Output folder; a subfolder per model is created."),
     filename: str = typer.Option("{track}/{stem}.{ext}", "--filename", help="Output name template: {track} {trackext} {stem} {ext} {model}."),
-    device: str = typer.Option(os.environ.get("STEMSPLIT_DEVICE", "auto"), "-d", "--device", help="auto, cpu, cuda or mps."),
-    shifts: int = typer.Option(0, "--shifts", help="Random time shifts averaged (seeded; 0 = the reference's exact stems)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the shifts."),
-    overlap: float = typer.Option(0.25, "--overlap", help="Overlap between segments, a fraction."),
-    segment: Optional[float] = typer.Option(None, "--segment", help="Segment length in seconds (default: the model's)."),
-    two_stems: Optional[str] = typer.Option(None, "--two-stems", metavar="STEM", help="Only STEM and its complement (accompaniment for vocals, else no_STEM)."),
-    other_method: OtherMethod = typer.Option(OtherMethod.add, "--other-method", help="Complement of --two-stems: sum of the other stems (add), mix minus stem (minus), or none."),
-    stem: Optional[List[str]] = typer.Option(None, "--stem", help="Write only this stem (repeatable)."),
-    int24: bool = typer.Option(False, "--int24", help="24-bit wav/flac."),
-    float32: bool = typer.Option(False, "--float32", help="32-bit float wav."),
-    clip_mode: ClipMode = typer.Option(ClipMode.rescale, "--clip-mode", help="Avoid clipping by rescaling the whole stem, clamping, tanh, or none."),
-    flac: bool = typer.Option(False, "--flac", help="Write flac."),
-    mp3: bool = typer.Option(False, "--mp3", help="Write mp3."),
-    mp3_bitrate: int = typer.Option(320, "--mp3-bitrate", help="mp3 bitrate in kbit/s."),
-    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Output sample rate (default: the input's)."),
-    jobs: int = typer.Option(0, "-j", "--jobs", help="CPU threads for the networks (0 = all cores)."),
-    batch_size: int = typer.Option(1, "--batch-size", help="Segments per network call."),
-    denoise: bool = typer.Option(False, "--denoise", help="MDX-Net: average the network on the mix and its negation (UVR's denoise; 2x slower)."),
-    n_fft: Optional[int] = typer.Option(None, "--n-fft", help="MDX-Net: FFT size, for an .onnx file weights.toml does not know."),
-    compensate: Optional[float] = typer.Option(None, "--compensate", help="MDX-Net: gain applied to the network's stem, for an unknown .onnx file."),
-    primary_stem: Optional[str] = typer.Option(None, "--primary-stem", help="MDX-Net: the stem an unknown .onnx file estimates (vocals, instrumental, drums, ...)."),
-    force: bool = typer.Option(False, "--force", "-f", help="Redo tracks whose outputs exist."),
-    offline: bool = typer.Option(False, "--offline", help="Never use the network (also STEMSPLIT_OFFLINE=1)."),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="No messages on stderr, errors only."),
+    device: str = DEVICE_OPTION,
+    shifts: int = SHIFTS_OPTION,
+    seed: int = SEED_OPTION,
+    overlap: float = OVERLAP_OPTION,
+    segment: Optional[float] = SEGMENT_OPTION,
+    two_stems: Optional[str] = TWO_STEMS_OPTION,
+    other_method: OtherMethod = OTHER_METHOD_OPTION,
+    stem: Optional[List[str]] = STEM_OPTION,
+    int24: bool = INT24_OPTION,
+    float32: bool = FLOAT32_OPTION,
+    clip_mode: ClipMode = CLIP_MODE_OPTION,
+    flac: bool = FLAC_OPTION,
+    mp3: bool = MP3_OPTION,
+    mp3_bitrate: int = MP3_BITRATE_OPTION,
+    sample_rate: Optional[int] = SAMPLE_RATE_OPTION,
+    jobs: int = JOBS_OPTION,
+    batch_size: int = BATCH_SIZE_OPTION,
+    denoise: bool = DENOISE_OPTION,
+    n_fft: Optional[int] = N_FFT_OPTION,
+    compensate: Optional[float] = COMPENSATE_OPTION,
+    primary_stem: Optional[str] = PRIMARY_STEM_OPTION,
+    force: bool = FORCE_OPTION,
+    offline: bool = OFFLINE_OPTION,
+    quiet: bool = QUIET_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document describing what was written."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = DEBUG_OPTION,
 ) -> None:
     """Separate audio files into stems."""
     arguments = dict(locals())
     _run(lambda: _separate_inputs(**arguments))
+
+
 
 
 @app.command("batch")
@@ -421,38 +456,38 @@ def batch_command(
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into subfolders."),
     filename: str = typer.Option("{relpath}/{track}/{stem}.{ext}", "--filename", help="Output name template: {relpath} {track} {trackext} {stem} {ext} {model}."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failing file."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name; default htdemucs.", autocompletion=complete_model),
-    name: Optional[str] = typer.Option(None, "-n", "--name", help="Same as --model.", autocompletion=complete_model),
-    stems: Optional[int] = typer.Option(None, "--stems", help="4, 6 or 2."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="A local checkpoint or bag folder."),
-    repo: Optional[Path] = typer.Option(None, "--repo", help="A demucs-style local model folder."),
-    out: Path = typer.Option(Path("separated"), "-o", "--out", help="Output folder."),
-    device: str = typer.Option(os.environ.get("STEMSPLIT_DEVICE", "auto"), "-d", "--device"),
-    shifts: int = typer.Option(0, "--shifts"),
-    seed: int = typer.Option(0, "--seed"),
-    overlap: float = typer.Option(0.25, "--overlap"),
-    segment: Optional[float] = typer.Option(None, "--segment"),
-    two_stems: Optional[str] = typer.Option(None, "--two-stems", metavar="STEM"),
-    other_method: OtherMethod = typer.Option(OtherMethod.add, "--other-method"),
-    stem: Optional[List[str]] = typer.Option(None, "--stem"),
-    int24: bool = typer.Option(False, "--int24"),
-    float32: bool = typer.Option(False, "--float32"),
-    clip_mode: ClipMode = typer.Option(ClipMode.rescale, "--clip-mode"),
-    flac: bool = typer.Option(False, "--flac"),
-    mp3: bool = typer.Option(False, "--mp3"),
-    mp3_bitrate: int = typer.Option(320, "--mp3-bitrate"),
-    sample_rate: Optional[int] = typer.Option(None, "--sample-rate"),
-    jobs: int = typer.Option(0, "-j", "--jobs"),
-    batch_size: int = typer.Option(1, "--batch-size"),
-    denoise: bool = typer.Option(False, "--denoise"),
-    n_fft: Optional[int] = typer.Option(None, "--n-fft"),
-    compensate: Optional[float] = typer.Option(None, "--compensate"),
-    primary_stem: Optional[str] = typer.Option(None, "--primary-stem"),
-    force: bool = typer.Option(False, "--force", "-f"),
-    offline: bool = typer.Option(False, "--offline"),
-    quiet: bool = typer.Option(False, "-q", "--quiet"),
-    as_json: bool = typer.Option(False, "--json"),
-    debug: bool = typer.Option(False, "--debug"),
+    model: Optional[str] = MODEL_OPTION,
+    name: Optional[str] = NAME_OPTION,
+    stems: Optional[int] = STEMS_OPTION,
+    weights: Optional[Path] = WEIGHTS_OPTION,
+    repo: Optional[Path] = REPO_OPTION,
+    out: Path = typer.Option(Path("separated"), "-o", "--out", help="Output folder; a subfolder per model, then the input tree."),
+    device: str = DEVICE_OPTION,
+    shifts: int = SHIFTS_OPTION,
+    seed: int = SEED_OPTION,
+    overlap: float = OVERLAP_OPTION,
+    segment: Optional[float] = SEGMENT_OPTION,
+    two_stems: Optional[str] = TWO_STEMS_OPTION,
+    other_method: OtherMethod = OTHER_METHOD_OPTION,
+    stem: Optional[List[str]] = STEM_OPTION,
+    int24: bool = INT24_OPTION,
+    float32: bool = FLOAT32_OPTION,
+    clip_mode: ClipMode = CLIP_MODE_OPTION,
+    flac: bool = FLAC_OPTION,
+    mp3: bool = MP3_OPTION,
+    mp3_bitrate: int = MP3_BITRATE_OPTION,
+    sample_rate: Optional[int] = SAMPLE_RATE_OPTION,
+    jobs: int = JOBS_OPTION,
+    batch_size: int = BATCH_SIZE_OPTION,
+    denoise: bool = DENOISE_OPTION,
+    n_fft: Optional[int] = N_FFT_OPTION,
+    compensate: Optional[float] = COMPENSATE_OPTION,
+    primary_stem: Optional[str] = PRIMARY_STEM_OPTION,
+    force: bool = FORCE_OPTION,
+    offline: bool = OFFLINE_OPTION,
+    quiet: bool = QUIET_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file as it finishes (JSON Lines)."),
+    debug: bool = DEBUG_OPTION,
 ) -> None:
     """Separate every audio file in folders; outputs mirror the folder tree; finished
     files are skipped on a re-run (--force redoes them)."""

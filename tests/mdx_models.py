@@ -185,25 +185,16 @@ def onnx_runner(path: Path):
 
 
 # -- the peer: audio-separator 0.47.1, run offline ---------------------------------------
-def run_audio_separator(executable: str, onnx: Path, wav: Path, work: Path, *, n_fft: int,
-                        dim_f: int, dim_t: int, compensate: float, primary: str,
-                        overlap: float = 0.25, timeout: float = 600) -> dict[str, np.ndarray]:
-    """Separate ``wav`` with audio-separator (``executable``) and the ONNX file ``onnx``,
-    offline: its model folder is seeded with UVR's download list and MDX hash table for the
-    file (as Kim_Vocal_2.onnx), ``--normalization 1.0`` and soundfile output. Returns its
-    stems by UVR name ("Vocals", "Instrumental", ...) as (channels, time) arrays."""
+def seed_audio_separator_models(models: Path, onnx: Path, *, n_fft: int, dim_f: int,
+                                dim_t: int, compensate: float, primary: str) -> None:
+    """Fill audio-separator's model folder so that it runs ``onnx`` (as Kim_Vocal_2.onnx)
+    offline: UVR's download list and the MDX hash table entry with these parameters."""
     import json
-    import os
     import shutil
-    import subprocess
-
-    import soundfile
 
     from stemsplit.mdx_onnx import uvr_hash
 
-    models, out = work / "models", work / "out"
     models.mkdir(parents=True, exist_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
     shutil.copy(onnx, models / "Kim_Vocal_2.onnx")
     lists = {key: {} for key in (
         "demucs_download_list", "vr_download_list", "mdx_download_list",
@@ -217,6 +208,24 @@ def run_audio_separator(executable: str, onnx: Path, wav: Path, work: Path, *, n
     (models / "mdx_model_data.json").write_text(json.dumps({uvr_hash(onnx): {
         "compensate": compensate, "mdx_dim_f_set": dim_f, "mdx_dim_t_set": dim_t_set,
         "mdx_n_fft_scale_set": n_fft, "primary_stem": primary}}))
+
+
+def run_audio_separator(executable: str, onnx: Path, wav: Path, work: Path, *, n_fft: int,
+                        dim_f: int, dim_t: int, compensate: float, primary: str,
+                        overlap: float = 0.25, timeout: float = 600) -> dict[str, np.ndarray]:
+    """Separate ``wav`` with audio-separator (``executable``) and the ONNX file ``onnx``,
+    offline: its model folder is seeded with UVR's download list and MDX hash table for the
+    file (as Kim_Vocal_2.onnx), ``--normalization 1.0`` and soundfile output. Returns its
+    stems by UVR name ("Vocals", "Instrumental", ...) as (channels, time) arrays."""
+    import os
+    import subprocess
+
+    import soundfile
+
+    models, out = work / "models", work / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    seed_audio_separator_models(models, onnx, n_fft=n_fft, dim_f=dim_f, dim_t=dim_t,
+                                compensate=compensate, primary=primary)
     import imageio_ffmpeg
 
     tools = work / "bin"  # audio-separator wants an ffmpeg on PATH
