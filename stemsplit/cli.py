@@ -362,15 +362,15 @@ def _print_summary(summary, quiet: bool) -> None:
     done, skipped, failed = (summary.count(s) for s in ("done", "skipped", "failed"))
     if quiet and not failed:
         return
-    from rich.table import Table
-    table = Table(title=f"{done} done, {skipped} skipped, {failed} failed", box=None,
-                  title_justify="left", show_header=bool(failed))
+    stderr.print(f"{done} done, {skipped} skipped, {failed} failed", markup=False)
     if failed:
+        from rich.table import Table
+        table = Table(box=None, pad_edge=False)
         table.add_column("failed")
         table.add_column("reason")
         for result in summary.failed:
             table.add_row(result.input, result.error or "")
-    stderr.print(table)
+        stderr.print(table)
 
 
 # Options shared by `separate` and `batch` (one definition, one help text each).
