@@ -2,7 +2,8 @@
 
 Ten 30 s tracks (by default) with a random-weight htdemucs:
 
-    stemsplit batch DIR                    (model loaded once, decode/encode overlapped)
+    stemsplit batch DIR                    (model loaded once, decode/encode overlapped,
+                                            tracks in parallel sharing the CPU threads)
     stemsplit TRACK   x10                  (one process per file)
     demucs -n htdemucs TRACK1 ... TRACK10  (demucs given all files in one call)
 
@@ -10,6 +11,7 @@ Prints the wall times and the ratios. Targets: batch >= 1.3x faster than the sep
 and faster than demucs.
 
     python benchmarks/bench_batch.py [--files 10] [--seconds 30] [--size full|tiny]
+                                     [--serial-too]
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--size", choices=["full", "tiny"], default="full")
+    parser.add_argument("--serial-too", action="store_true",
+                        help="also time the batch with --parallel 1 (one track at a time)")
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="stemsplit-batch-") as directory:
@@ -43,10 +47,18 @@ def main() -> None:
             make_track(track, options.seconds, subtype="PCM_16")
             tracks.append(track)
 
-        batch_wall, batch_rss = measured_run(
-            [sys.executable, "-m", "stemsplit", "batch", str(folder), "--shifts", "0",
-             "--force", "-q", "-o", str(work / "batch")], env)
-        print(f"stemsplit batch       {batch_wall:8.1f} s  {batch_rss:7.0f} MiB", flush=True)
+        def batch(*extra: str) -> tuple[float, float]:
+            return measured_run(
+                [sys.executable, "-m", "stemsplit", "batch", str(folder), "--shifts", "0",
+                 "--force", "-q", *extra, "-o", str(work / "batch")], env)
+
+        batch_wall, batch_rss = batch()
+        print(f"stemsplit batch       {batch_wall:8.1f} s  {batch_rss:7.0f} MiB"
+              "  (--parallel auto)", flush=True)
+        if options.serial_too:
+            serial_wall, serial_rss = batch("--parallel", "1")
+            print(f"stemsplit batch -P 1  {serial_wall:8.1f} s  {serial_rss:7.0f} MiB"
+                  "  (one track at a time)", flush=True)
 
         started = time.perf_counter()
         for track in tracks:

@@ -88,7 +88,8 @@ class TerminalObserver:
         self.on_result = on_result
         """Called with each finished track's result (the CLI prints JSON lines with it)."""
         self.progress = None
-        self.task = None
+        self.tasks: dict[str, object] = {}
+        """The progress bar of each track being separated (several with --parallel)."""
         self.overall = None
         self.files_total = self.files_done = 0
         self.audio_seconds_done = 0.0
@@ -116,16 +117,16 @@ class TerminalObserver:
 
     def track_started(self, track: str, duration_seconds: float | None) -> None:
         if self.progress is not None:
-            self.task = self.progress.add_task(Path(track).name, total=None)
+            self.tasks[track] = self.progress.add_task(Path(track).name, total=None)
 
     def track_progress(self, track: str, done: int, total: int) -> None:
-        if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, completed=done, total=total)
+        if self.progress is not None and track in self.tasks:
+            self.progress.update(self.tasks[track], completed=done, total=total)
 
     def track_finished(self, result: "TrackResult") -> None:
-        if self.progress is not None and self.task is not None:
-            self.progress.remove_task(self.task)
-            self.task = None
+        task = self.tasks.pop(result.input, None)
+        if self.progress is not None and task is not None:
+            self.progress.remove_task(task)
         for warning in result.warnings:
             stderr.print(f"warning: {warning}", markup=False)
         if result.status == "failed":
@@ -259,7 +260,7 @@ def _separate_inputs(
     shifts: int, seed: int, overlap: float, segment: Optional[float], two_stems: Optional[str],
     other_method: OtherMethod, stem: Optional[List[str]], int24: bool, float32: bool,
     clip_mode: ClipMode, flac: bool, mp3: bool, mp3_bitrate: int, sample_rate: Optional[int],
-    jobs: int, batch_size: int, force: bool, offline: bool, quiet: bool, as_json: bool,
+    jobs: int, parallel: int, batch_size: int, force: bool, offline: bool, quiet: bool, as_json: bool,
     debug: bool, batch: bool = False, fail_fast: bool = False, denoise: bool = False,
     n_fft: Optional[int] = None, compensate: Optional[float] = None,
     primary_stem: Optional[str] = None,
@@ -269,6 +270,8 @@ def _separate_inputs(
     ``batch``: JSON Lines as each file finishes and a summary table on stderr; otherwise
     one JSON document (or the written paths) at the end.
     """
+    if parallel < 0:
+        raise UsageError("--parallel must be 0 (auto) or a positive number of tracks")
     if flac and mp3:
         raise UsageError("--flac and --mp3 are exclusive")
     if int24 and float32:
@@ -284,8 +287,11 @@ def _separate_inputs(
     if sum(str(track) == "-" for track in inputs) > 1 or (to_stdout and len(inputs) != 1):
         raise UsageError("stdin ('-') and -o - take exactly one input")
 
+    from .allocator import keep_freed_memory
+    keep_freed_memory()  # before torch and the worker threads; see allocator.py
     from . import pipeline  # torch is imported from here on
-    from .batch import BatchItem, plan_jobs, run_jobs
+    from .batch import (BatchItem, available_memory_bytes, choose_parallel, plan_jobs,
+                        run_jobs, track_memory_bytes)
     from .engine import SeparationSettings
     from .loading import load_model
 
@@ -336,8 +342,17 @@ def _separate_inputs(
                 selection=selection, options=options, relative_dir=item.relative_dir)
 
         planned = plan_jobs(inputs, make_job)
+        to_run = sum(job.skipped() is None for job in planned)
+        import torch
+        threads = torch.get_num_threads()
+        segment_frames = max(n.segment_length for n in loaded.engine_networks(segment))
+        at_once = choose_parallel(
+            parallel, tracks=to_run, threads=threads, device_type=loaded.device.type,
+            torch_networks=not loaded.runs_outside_torch, memory_bytes=available_memory_bytes(),
+            per_track_bytes=track_memory_bytes(segment_frames, batch_size))
         observer.batch_started(len(planned))
-        summary = run_jobs(planned, observer, fail_fast=fail_fast)
+        summary = run_jobs(planned, observer, fail_fast=fail_fast, parallel=at_once,
+                           threads=threads)
     if batch:
         _print_summary(summary, quiet)
     elif not to_stdout:
@@ -395,6 +410,7 @@ MP3_OPTION = typer.Option(False, "--mp3", help="Write mp3.")
 MP3_BITRATE_OPTION = typer.Option(320, "--mp3-bitrate", help="mp3 bitrate in kbit/s.")
 SAMPLE_RATE_OPTION = typer.Option(None, "--sample-rate", help="Output sample rate (default: the input's).")
 JOBS_OPTION = typer.Option(0, "-j", "--jobs", help="CPU threads for the networks (0 = all cores).")
+PARALLEL_OPTION = typer.Option(0, "-P", "--parallel", metavar="N", help="Tracks separated at the same time, sharing the --jobs threads (0 = auto: on a CPU, up to one per core, at most 4, as memory allows; 1 on a GPU).")
 BATCH_SIZE_OPTION = typer.Option(1, "--batch-size", help="Segments per network call.")
 DENOISE_OPTION = typer.Option(False, "--denoise", help="MDX-Net: average the network on the mix and its negation (UVR's denoise; 2x slower).")
 N_FFT_OPTION = typer.Option(None, "--n-fft", help="MDX-Net: FFT size, for an .onnx file weights.toml does not know.")
@@ -432,6 +448,7 @@ def separate_command(
     mp3_bitrate: int = MP3_BITRATE_OPTION,
     sample_rate: Optional[int] = SAMPLE_RATE_OPTION,
     jobs: int = JOBS_OPTION,
+    parallel: int = PARALLEL_OPTION,
     batch_size: int = BATCH_SIZE_OPTION,
     denoise: bool = DENOISE_OPTION,
     n_fft: Optional[int] = N_FFT_OPTION,
@@ -478,6 +495,7 @@ def batch_command(
     mp3_bitrate: int = MP3_BITRATE_OPTION,
     sample_rate: Optional[int] = SAMPLE_RATE_OPTION,
     jobs: int = JOBS_OPTION,
+    parallel: int = PARALLEL_OPTION,
     batch_size: int = BATCH_SIZE_OPTION,
     denoise: bool = DENOISE_OPTION,
     n_fft: Optional[int] = N_FFT_OPTION,

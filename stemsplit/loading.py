@@ -49,6 +49,11 @@ class LoadedModel:
         limits = [float(n.segment) for n in self.networks if _is_transformer(n)]
         return min(limits, default=float("inf"))
 
+    @property
+    def runs_outside_torch(self) -> bool:
+        """Some member's network runs in another runtime (onnxruntime, own thread pool)."""
+        return any(isinstance(n, MDXNet) for n in self.networks)
+
     def to(self, device: torch.device | str) -> "LoadedModel":
         self.device = torch.device(device)
         for network in self.networks:

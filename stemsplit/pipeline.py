@@ -345,7 +345,8 @@ class TrackJob:
             naming = Path(name_as or (STDIN_TRACK_NAME if self.stream is not None else source))
             self.destinations = output_paths(naming, self.names, model.name, options,
                                              relative_dir)
-        self.started = time.monotonic()
+        self.started: float | None = None
+        """When ``prepare`` began (``seconds_taken`` counts from there)."""
         self.info: audio.AudioInfo | None = None
         self.spool: _Spool | None = None
         self.warnings: list[str] = []
@@ -362,6 +363,7 @@ class TrackJob:
 
     def prepare(self, cancel: threading.Event | None = None) -> None:
         """Probe and decode the input into the spool, measuring the mix statistics."""
+        self.started = time.monotonic()
         if self.stream is not None:
             self._stdin_copy = self.path = _spool_stream(self.stream)
         path = self.path
@@ -424,7 +426,8 @@ class TrackJob:
             input=self.label, status="done",
             outputs={name: p for name, p in committed.items() if p is not None},
             sample_rate=self.output_sample_rate, duration_seconds=self.duration_seconds,
-            seconds_taken=time.monotonic() - self.started, warnings=self.warnings,
+            seconds_taken=time.monotonic() - (self.started or time.monotonic()),
+            warnings=self.warnings,
         )
 
     def close(self) -> None:

@@ -121,9 +121,11 @@ def test_collisions_are_refused_before_any_work(run_cli, album, tmp_path):
 
 def test_interrupted_batch_finishes_the_rest_when_restarted(tiny_hf_home, run_cli, tmp_path):
     for index in range(3):
-        tone(tmp_path / "in" / f"track {index}.wav", seconds=20.0)
+        tone(tmp_path / "in" / f"track {index}.wav", seconds=10.0 if index == 0 else 40.0)
     env = {**os.environ, "HF_HOME": str(tiny_hf_home), "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "stemsplit", "batch", "in", "-o", "out"],
+    # Two tracks in flight: Ctrl-C must stop the second mid-track and clean up after it.
+    process = subprocess.Popen([sys.executable, "-m", "stemsplit", "batch", "in", "-o", "out",
+                                "--parallel", "2"],
                                cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
     first = outputs_of(tmp_path / "out", "track 0")
@@ -143,3 +145,149 @@ def test_interrupted_batch_finishes_the_rest_when_restarted(tiny_hf_home, run_cl
                 for r in map(json.loads, restarted.stdout.decode().splitlines())}
     assert statuses["track 0.wav"] == "skipped"
     assert all(p.is_file() for i in range(3) for p in outputs_of(tmp_path / "out", f"track {i}"))
+
+
+# -- several tracks at once ---------------------------------------------------------------
+class Recorder:
+    """An observer that records the order of events."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.threads: set[int] = set()
+
+    def track_started(self, track, duration_seconds):
+        import threading
+        self.threads.add(threading.get_ident())
+        self.events.append(("started", Path(track).name))
+
+    def track_progress(self, track, done, total):
+        import threading
+        self.threads.add(threading.get_ident())
+
+    def track_finished(self, result):
+        import threading
+        self.threads.add(threading.get_ident())
+        self.events.append((result.status, Path(result.input).name))
+
+
+def _jobs(model, paths, out: Path, force: bool = False):
+    from stemsplit.pipeline import OutputOptions, TrackJob
+    options = OutputOptions(out_dir=out, float32=True, force=force)
+    return [TrackJob(path, model, options=options) for path in paths]
+
+
+def test_parallel_tracks_overlap_and_give_the_same_stems(tiny_hf_home, monkeypatch, tmp_path):
+    import threading
+
+    import torch
+
+    import stemsplit
+    from stemsplit.batch import run_jobs
+
+    monkeypatch.setenv("HF_HOME", str(tiny_hf_home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = stemsplit.load_model("htdemucs", device="cpu")
+    paths = [tone(tmp_path / "in" / f"{name}.wav", seconds=seconds)
+             for name, seconds in (("a", 9.0), ("b", 6.0), ("c", 3.0))]
+    (tmp_path / "in" / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+    paths.insert(1, tmp_path / "in" / "broken.wav")
+    main_threads = torch.get_num_threads()
+
+    one = run_jobs(_jobs(model, paths, tmp_path / "one"), Recorder(), parallel=1, threads=2)
+    recorder = Recorder()
+    two = run_jobs(_jobs(model, paths, tmp_path / "two"), recorder, parallel=2, threads=2)
+
+    assert recorder.threads == {threading.get_ident()}  # every observer call on this thread
+    assert torch.get_num_threads() == main_threads  # workers set only their own threads
+    started = [name for event, name in recorder.events if event == "started"]
+    first_end = next(i for i, (event, _) in enumerate(recorder.events) if event == "done")
+    assert len([e for e in recorder.events[:first_end] if e[0] == "started"]) >= 2
+    assert sorted(started) == ["a.wav", "b.wav", "c.wav"]
+    for summary in (one, two):
+        assert sorted((r.status, Path(r.input).name) for r in summary.results) == [
+            ("done", "a.wav"), ("done", "b.wav"), ("done", "c.wav"), ("failed", "broken.wav")]
+    for name in ("a", "b", "c"):
+        for stem in STEMS:
+            serial, _ = soundfile.read(tmp_path / "one" / "htdemucs" / name / f"{stem}.wav")
+            parallel, _ = soundfile.read(tmp_path / "two" / "htdemucs" / name / f"{stem}.wav")
+            np.testing.assert_allclose(parallel, serial, atol=1e-6)
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
+
+
+def test_fail_fast_with_parallel_tracks_cancels_the_others(tiny_hf_home, monkeypatch, tmp_path):
+    import stemsplit
+    from stemsplit.batch import run_jobs
+
+    monkeypatch.setenv("HF_HOME", str(tiny_hf_home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = stemsplit.load_model("htdemucs", device="cpu")
+    (tmp_path / "in").mkdir()
+    broken = tmp_path / "in" / "broken.wav"
+    broken.write_bytes(b"RIFF....WAVEjunk")
+    long_one = tone(tmp_path / "in" / "long.wav", seconds=60.0)
+    later = tone(tmp_path / "in" / "later.wav", seconds=1.0)
+    summary = run_jobs(_jobs(model, [long_one, broken, later], tmp_path / "out"),
+                       fail_fast=True, parallel=2, threads=2)
+    assert [(r.status, Path(r.input).name) for r in summary.results] == [("failed", "broken.wav")]
+    assert not (tmp_path / "out").exists() or not any(
+        p.is_file() for p in (tmp_path / "out").rglob("*"))
+
+
+def test_choose_parallel():
+    from stemsplit.batch import choose_parallel, track_memory_bytes
+    from stemsplit.errors import UsageError
+
+    cpu = dict(device_type="cpu", torch_networks=True)
+    assert choose_parallel(0, tracks=10, threads=2, **cpu) == 2
+    assert choose_parallel(0, tracks=10, threads=16, **cpu) == 4
+    assert choose_parallel(0, tracks=1, threads=16, **cpu) == 1
+    assert choose_parallel(0, tracks=10, threads=1, **cpu) == 1
+    per_track = track_memory_bytes(343980)  # htdemucs: a 7.8 s segment
+    assert 1 << 30 < per_track < 2 << 30
+    assert track_memory_bytes(343980, batch_size=2) == 2 * per_track
+    memory = dict(per_track_bytes=per_track, **cpu)
+    assert choose_parallel(0, tracks=10, threads=16, memory_bytes=per_track // 2,
+                           **memory) == 1
+    assert choose_parallel(0, tracks=10, threads=16, memory_bytes=2 * per_track + 1,
+                           **memory) == 3
+    assert choose_parallel(0, tracks=10, threads=16, memory_bytes=None, **memory) == 4
+    assert choose_parallel(0, tracks=10, threads=16, device_type="cuda",
+                           torch_networks=True) == 1
+    assert choose_parallel(0, tracks=10, threads=16, device_type="cpu",
+                           torch_networks=False) == 1
+    assert choose_parallel(3, tracks=10, threads=1, device_type="cuda",
+                           torch_networks=False) == 3
+    assert choose_parallel(3, tracks=2, threads=1, **cpu) == 2
+    with pytest.raises(UsageError):
+        choose_parallel(-1, tracks=2, threads=2, **cpu)
+
+
+def test_thread_share_follows_the_tracks_in_flight():
+    import threading
+
+    import torch
+
+    from stemsplit.batch import _ThreadShare
+
+    share = _ThreadShare(4)
+    seen = {}
+
+    def worker(name, entered, release):
+        share.enter()
+        share.apply()
+        seen[name + " with two"] = torch.get_num_threads()
+        entered.set()
+        release.wait()
+        share.apply()
+        seen[name + " after"] = torch.get_num_threads()
+        share.leave()
+
+    events = [threading.Event() for _ in range(4)]
+    first = threading.Thread(target=worker, args=("first", events[0], events[1]))
+    share.enter()  # the second track, held open until the first is set up
+    first.start()
+    events[0].wait()
+    share.leave()  # the second track ends: the first gets every thread back
+    events[1].set()
+    first.join()
+    assert seen == {"first with two": 2, "first after": 4}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from stemsplit.models import layers
 from stemsplit.models.demucs import Demucs, center_trim
 
 reference = pytest.importorskip("demucs.demucs")
@@ -111,3 +112,49 @@ def test_metadata_and_center_trim():
     assert center_trim(x, torch.zeros(10)).tolist() == x.tolist()
     with pytest.raises(ValueError):
         center_trim(x, 11)
+
+
+def _plain_dconv(dconv: layers.DConv, x: torch.Tensor) -> torch.Tensor:
+    """DConv evaluated the plain way: ``x = x + branch(x)`` with every module as is."""
+    for branch in dconv.layers:
+        x = x + branch(x)
+    return x
+
+
+@pytest.mark.parametrize("channels,compress,batch,length,extra", [
+    (48, 8, 24, 84, {}),  # an HTDemucs frequency-branch layout, (B * freqs, C, T)
+    (96, 8, 7, 21, {}),
+    (16, 4, 3, 50, dict(lstm=True, attn=True)),  # 1x1 conv after BLSTM / LocalState
+])
+def test_dconv_pointwise_matches_plain(monkeypatch, channels, compress, batch, length, extra):
+    """With B > 1 the 1x1 convs go through pointwise_conv1d; the result is unchanged."""
+    torch.manual_seed(0)
+    dconv = layers.DConv(channels, compress=compress, init=0.5, **extra).eval()
+    calls = []
+    original = layers.pointwise_conv1d
+
+    def spy(x, conv):
+        calls.append(tuple(x.shape))
+        return original(x, conv)
+
+    monkeypatch.setattr(layers, "pointwise_conv1d", spy)
+    x = torch.randn(batch, channels, length)
+    with torch.no_grad():
+        expected = _plain_dconv(dconv, x)
+        out = dconv(x)
+        assert len(calls) == dconv.depth  # one 1x1 conv per branch
+        assert_close(expected, out)
+        assert_close(expected - x, out - x)  # the branches themselves, not only the residual
+        calls.clear()
+        one = x[:1]
+        assert torch.equal(dconv(one), _plain_dconv(dconv, one))  # B == 1: the plain path
+        assert not calls
+
+
+def test_pointwise_conv1d_matches_conv():
+    torch.manual_seed(0)
+    for bias in (True, False):
+        conv = torch.nn.Conv1d(6, 96, 1, bias=bias)
+        x = torch.randn(32, 6, 336)
+        with torch.no_grad():
+            assert_close(conv(x), layers.pointwise_conv1d(x, conv))
