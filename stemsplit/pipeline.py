@@ -352,6 +352,8 @@ class TrackJob:
         self.warnings: list[str] = []
         self.writers: dict[str, audio.StemWriter] = {}
         self._stdin_copy: Path | None = None
+        self._new_folders: list[Path] = []
+        """Output folders this job created, removed again if it ends without output."""
 
     def skipped(self) -> TrackResult | None:
         """A 'skipped' result when every output exists already (and --force is off)."""
@@ -403,7 +405,7 @@ class TrackJob:
         for name in self.names:
             target = options.stream if options.stream is not None else self.destinations[name]
             if isinstance(target, Path):
-                target.parent.mkdir(parents=True, exist_ok=True)
+                self._make_folder(target.parent)
             self.writers[name] = audio.open_stem_writer(
                 target, sample_rate=model.sample_rate,
                 output_sample_rate=self.output_sample_rate, channels=model.audio_channels,
@@ -418,10 +420,32 @@ class TrackJob:
         )
         self.spool.close()
 
+    def _make_folder(self, folder: Path) -> None:
+        """Create ``folder`` and its missing parents, remembering which ones are new."""
+        for _ in range(3):  # a parallel track may remove a parent it made, just then
+            missing, parent = [], folder
+            while not parent.exists() and parent != parent.parent:
+                missing.append(parent)
+                parent = parent.parent
+            try:
+                for new in reversed(missing):
+                    try:
+                        new.mkdir()
+                    except FileExistsError:  # another track made it meanwhile: not ours
+                        continue
+                    self._new_folders.append(new)
+                return
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                raise OutputError(f"cannot create {folder}: {error.strerror}") from None
+        raise OutputError(f"cannot create {folder}")
+
     def commit(self) -> TrackResult:
         """Finish every stem and rename them into place."""
         committed = {name: writer.commit() for name, writer in self.writers.items()}
         self.writers = {}
+        self._new_folders = []  # they hold the outputs now
         return TrackResult(
             input=self.label, status="done",
             outputs={name: p for name, p in committed.items() if p is not None},
@@ -435,6 +459,12 @@ class TrackJob:
         for writer in self.writers.values():
             writer.abort()
         self.writers = {}
+        for folder in reversed(self._new_folders):  # deepest first; only if left empty
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        self._new_folders = []
         if self.spool is not None:
             self.spool.close()
         if self._stdin_copy is not None:
