@@ -289,7 +289,8 @@ def run_jobs(jobs: Sequence[TrackJob], observer: Observer | None = None, *,
     updates: queue.SimpleQueue[tuple[str, int, int]] = queue.SimpleQueue()
     results: list[TrackResult] = []
     waiting = deque(jobs)
-    decoded: deque[TrackJob] = deque()
+    decoded: list[TrackJob] = []  # waiting for a separation worker; started in input order
+    order = {id(job): index for index, job in enumerate(jobs)}
     decoding: dict[Future, TrackJob] = {}
     separating: dict[Future, TrackJob] = {}
     encoding: dict[Future, TrackJob] = {}
@@ -314,6 +315,7 @@ def run_jobs(jobs: Sequence[TrackJob], observer: Observer | None = None, *,
             try:
                 future.result()
                 decoded.append(job)
+                decoded.sort(key=lambda waiting_job: order[id(waiting_job)])
             except StemsplitError as error:
                 failed(job, error)
             except Cancelled:
@@ -351,7 +353,7 @@ def run_jobs(jobs: Sequence[TrackJob], observer: Observer | None = None, *,
                 else:
                     decoding[decoders.submit(job.prepare, cancel)] = job
             while not cancel.is_set() and decoded and len(separating) < parallel:
-                job = decoded.popleft()
+                job = decoded.pop(0)
                 observer.track_started(job.label, job.duration_seconds)
                 worker = _WorkerObserver(share, cancel, updates)
                 separating[separators.submit(_separate_in_worker, job, worker)] = job

@@ -260,9 +260,9 @@ def _separate_inputs(
     shifts: int, seed: int, overlap: float, segment: Optional[float], two_stems: Optional[str],
     other_method: OtherMethod, stem: Optional[List[str]], int24: bool, float32: bool,
     clip_mode: ClipMode, flac: bool, mp3: bool, mp3_bitrate: int, sample_rate: Optional[int],
-    jobs: int, parallel: int, batch_size: int, force: bool, offline: bool, quiet: bool, as_json: bool,
-    debug: bool, batch: bool = False, fail_fast: bool = False, denoise: bool = False,
-    n_fft: Optional[int] = None, compensate: Optional[float] = None,
+    jobs: int, parallel: int, batch_size: int, force: bool, offline: bool, quiet: bool,
+    as_json: bool, debug: bool, batch: bool = False, fail_fast: bool = False,
+    denoise: bool = False, n_fft: Optional[int] = None, compensate: Optional[float] = None,
     primary_stem: Optional[str] = None,
 ) -> int:
     """Separate ``inputs`` (paths, '-', or batch items) with one model; the exit code.
@@ -295,8 +295,8 @@ def _separate_inputs(
     from .engine import SeparationSettings
     from .loading import load_model
 
+    import torch
     if jobs > 0:
-        import torch
         torch.set_num_threads(jobs)
     options = pipeline.OutputOptions(
         out_dir=out, filename=filename, format="mp3" if mp3 else "flac" if flac else "wav",
@@ -343,7 +343,6 @@ def _separate_inputs(
 
         planned = plan_jobs(inputs, make_job)
         to_run = sum(job.skipped() is None for job in planned)
-        import torch
         threads = torch.get_num_threads()
         segment_frames = max(n.segment_length for n in loaded.engine_networks(segment))
         at_once = choose_parallel(
