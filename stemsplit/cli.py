@@ -226,9 +226,15 @@ def _run(callback) -> None:
     debug = os.environ.get("STEMSPLIT_DEBUG", "") not in ("", "0")
     try:
         code = callback()
+        sys.stdout.flush()  # a closed stdout fails here, not at interpreter exit
     except StemsplitError as error:
         report_error(error, debug or "--debug" in sys.argv)
         code = error.exit_code
+    except BrokenPipeError:
+        # The reader of stdout went away (`stemsplit batch DIR | head`): stop quietly, as a
+        # Unix tool killed by SIGPIPE would (temporary files are cleaned up on the way out).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         stderr.print("interrupted", markup=False)
         code = 130

@@ -99,18 +99,7 @@ models_app = typer.Typer(
 def _run(body: Callable[[], int]) -> None:
     from .cli import _run as run_command
 
-    def guarded() -> int:
-        try:
-            code = body()
-            sys.stdout.flush()
-            return code
-        except BrokenPipeError:  # `stemsplit models | head`: stop quietly
-            import os
-
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
-
-    run_command(guarded)
+    run_command(body)
 
 
 def _registry() -> "Registry":

@@ -292,3 +292,20 @@ def test_thread_share_follows_the_tracks_in_flight():
     events[1].set()
     first.join()
     assert seen == {"first with two": 2, "first after": 4}
+
+
+def test_a_closed_stdout_stops_the_batch_quietly(tiny_hf_home, tmp_path):
+    """`stemsplit batch DIR | head -1`: exit 141 like a tool killed by SIGPIPE, no error
+    line, no temporary file left."""
+    for index in range(3):
+        tone(tmp_path / "in" / f"track {index}.wav", seconds=10.0 if index == 0 else 40.0)
+    env = {**os.environ, "HF_HOME": str(tiny_hf_home), "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "stemsplit", "batch", "in", "-o", "out"],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdout.readline().endswith(b".wav\n")
+    process.stdout.close()  # the reader goes away
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141, stderr
+    assert "error" not in stderr and "Traceback" not in stderr
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.name.startswith(".")]
