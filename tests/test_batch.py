@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -158,37 +159,39 @@ class Recorder:
         self.threads: set[int] = set()
 
     def track_started(self, track, duration_seconds):
-        import threading
         self.threads.add(threading.get_ident())
         self.events.append(("started", Path(track).name))
 
     def track_progress(self, track, done, total):
-        import threading
         self.threads.add(threading.get_ident())
 
     def track_finished(self, result):
-        import threading
         self.threads.add(threading.get_ident())
         self.events.append((result.status, Path(result.input).name))
 
 
-def _jobs(model, paths, out: Path, force: bool = False):
-    from stemsplit.pipeline import OutputOptions, TrackJob
-    options = OutputOptions(out_dir=out, float32=True, force=force)
-    return [TrackJob(path, model, options=options) for path in paths]
-
-
-def test_parallel_tracks_overlap_and_give_the_same_stems(tiny_hf_home, monkeypatch, tmp_path):
-    import threading
-
-    import torch
-
+@pytest.fixture
+def tiny_model(tiny_hf_home, monkeypatch):
+    """The tiny random-weight htdemucs, loaded in this process."""
     import stemsplit
-    from stemsplit.batch import run_jobs
 
     monkeypatch.setenv("HF_HOME", str(tiny_hf_home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model = stemsplit.load_model("htdemucs", device="cpu")
+    return stemsplit.load_model("htdemucs", device="cpu")
+
+
+def _jobs(model, paths, out: Path):
+    from stemsplit.pipeline import OutputOptions, TrackJob
+    options = OutputOptions(out_dir=out, float32=True)
+    return [TrackJob(path, model, options=options) for path in paths]
+
+
+def test_parallel_tracks_overlap_and_give_the_same_stems(tiny_model, tmp_path):
+    import torch
+
+    from stemsplit.batch import run_jobs
+
+    model = tiny_model
     paths = [tone(tmp_path / "in" / f"{name}.wav", seconds=seconds)
              for name, seconds in (("a", 9.0), ("b", 6.0), ("c", 3.0))]
     (tmp_path / "in" / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
@@ -216,13 +219,10 @@ def test_parallel_tracks_overlap_and_give_the_same_stems(tiny_hf_home, monkeypat
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
 
 
-def test_fail_fast_with_parallel_tracks_cancels_the_others(tiny_hf_home, monkeypatch, tmp_path):
-    import stemsplit
+def test_fail_fast_with_parallel_tracks_cancels_the_others(tiny_model, tmp_path):
     from stemsplit.batch import run_jobs
 
-    monkeypatch.setenv("HF_HOME", str(tiny_hf_home))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model = stemsplit.load_model("htdemucs", device="cpu")
+    model = tiny_model
     (tmp_path / "in").mkdir()
     broken = tmp_path / "in" / "broken.wav"
     broken.write_bytes(b"RIFF....WAVEjunk")
@@ -264,8 +264,6 @@ def test_choose_parallel():
 
 
 def test_thread_share_follows_the_tracks_in_flight():
-    import threading
-
     import torch
 
     from stemsplit.batch import _ThreadShare
