@@ -1,10 +1,10 @@
-"""stemsplit: split songs into stems with the published Demucs models.
+"""stemsplit: split songs into stems with published pretrained separation models.
 
 The Python API (torch is imported on first use, not on ``import stemsplit``)::
 
     import stemsplit
     stems = stemsplit.separate("song.mp3")                 # {"drums": array, ...}
-    model = stemsplit.load_model("htdemucs_ft")
+    model = stemsplit.load_model(name)                     # `stemsplit models` lists them
     paths = stemsplit.separate("song.mp3", model=model, out_dir="out", format="flac")
 """
 

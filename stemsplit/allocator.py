@@ -3,7 +3,7 @@
 The networks allocate and free tensors of tens of megabytes for every segment. glibc serves
 such sizes with ``mmap`` and gives them back with ``munmap`` on free (always so in the
 arenas of non-main threads), so every segment faults its working memory in again, page by
-page, and the kernel zeroes each page: on a full htdemucs segment about 240,000 page faults,
+page, and the kernel zeroes each page: on a full segment of the default model about 240,000 page faults,
 half a second of system time, and 15% of the wall time on two threads. Keeping freed memory
 in the process instead (no ``mmap`` for allocations, no trimming, one arena shared by the
 threads) removes the faults; the peak RSS went down too (1333 -> about 1050 MiB), since the

@@ -20,7 +20,7 @@ pipe as fixed-size blocks at the model's sample rate (memory does not grow with 
 track's length); :func:`decode` concatenates those blocks.
 
 Mono sources are decoded as mono and duplicated onto every output channel in numpy
-(ffmpeg's own mono -> stereo upmix lowers the level by 3 dB; demucs duplicates).
+(ffmpeg's own mono -> stereo upmix lowers the level by 3 dB; the reference tools duplicate).
 Sources with more channels than asked for are down-mixed by ffmpeg (``-ac``).
 
 Non-finite samples (NaN, +-Inf) in decoded data are replaced by 0; the decoder object
@@ -34,8 +34,8 @@ into place (:func:`os.replace`) by :meth:`StemWriter.commit`; :meth:`StemWriter.
 (or leaving a ``with`` block by an exception) deletes it, so an interrupted run never
 leaves a half-written output under the real name.
 
-Clip handling and sample conversion follow demucs (``demucs.audio.prevent_clip`` and
-``encode_wav``) bit for bit at the model rate:
+Clip handling and sample conversion follow the reference separator CLI's ``prevent_clip``
+and ``encode_wav`` bit for bit at the model rate (tests/test_audio.py compares them):
 
 * ``rescale``: divide the whole stem by ``max(1.01 * peak, 1)``. The peak is only known
   at the end, so the float32 samples are spooled to a hidden raw file next to the
@@ -124,30 +124,63 @@ def is_audio_path(path: PathLike) -> bool:
 # --------------------------------------------------------------------------- ffmpeg
 
 
-@functools.lru_cache(maxsize=None)
-def ffmpeg_path() -> str:
-    """The ffmpeg executable: the one on PATH if any, else imageio-ffmpeg's (cached)."""
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
+FFMPEG_VARIABLE = "STEMSPLIT_FFMPEG"
+"""Which ffmpeg to run: a path, or ``bundled`` for imageio-ffmpeg's; unset: PATH's, else
+the bundled one."""
+
+
+def _bundled_ffmpeg() -> Optional[str]:
     try:
         import imageio_ffmpeg  # type: ignore[import-not-found]
 
         exe = imageio_ffmpeg.get_ffmpeg_exe()
     except Exception:  # not installed, or no binary for this platform
-        exe = None
-    if exe and os.path.isfile(exe):
-        return exe
-    raise StemsplitError(
-        "ffmpeg was not found",
-        hint="install ffmpeg (it must be on PATH), or `pip install imageio-ffmpeg`",
-    )
+        return None
+    return exe if exe and os.path.isfile(exe) else None
 
 
 @functools.lru_cache(maxsize=None)
-def ffprobe_path() -> Optional[str]:
-    """The ffprobe executable on PATH, or None (imageio-ffmpeg ships no ffprobe)."""
+def _ffmpeg_path(choice: str) -> str:
+    if choice == "bundled":
+        exe = _bundled_ffmpeg()
+        if exe is None:
+            raise StemsplitError(f"{FFMPEG_VARIABLE}=bundled, but imageio-ffmpeg has no binary here",
+                                 hint="pip install imageio-ffmpeg, or unset the variable")
+        return exe
+    if choice:
+        exe = shutil.which(os.path.expanduser(choice))
+        if exe is None:
+            raise StemsplitError(f"{FFMPEG_VARIABLE}={choice}: no such executable")
+        return exe
+    exe = shutil.which("ffmpeg") or _bundled_ffmpeg()
+    if exe is None:
+        raise StemsplitError(
+            "ffmpeg was not found",
+            hint="install ffmpeg (it must be on PATH), or `pip install imageio-ffmpeg`",
+        )
+    return exe
+
+
+def ffmpeg_path() -> str:
+    """The ffmpeg executable: ``$STEMSPLIT_FFMPEG`` (a path, or ``bundled``), else the one
+    on PATH, else imageio-ffmpeg's (cached)."""
+    return _ffmpeg_path(os.environ.get(FFMPEG_VARIABLE, "").strip())
+
+
+@functools.lru_cache(maxsize=None)
+def _ffprobe_path(choice: str) -> Optional[str]:
+    if choice == "bundled":
+        return None  # imageio-ffmpeg ships no ffprobe: probe with ffmpeg itself
+    if choice:
+        beside = Path(_ffmpeg_path(choice)).with_name("ffprobe")
+        return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None
     return shutil.which("ffprobe")
+
+
+def ffprobe_path() -> Optional[str]:
+    """The ffprobe that goes with ``ffmpeg_path()``: PATH's, the one beside
+    ``$STEMSPLIT_FFMPEG``, or None (then ffmpeg itself probes)."""
+    return _ffprobe_path(os.environ.get(FFMPEG_VARIABLE, "").strip())
 
 
 def _url(path: Path) -> str:
@@ -169,6 +202,10 @@ _NOISE_PATTERNS = (
 )
 _PREFIX_RE = re.compile(r"^(\[[^\]]*\]\s*)+")
 _GENERIC_RE = re.compile(r"^Error opening (?:input|output)s?(?: files?)?: (.*)$")
+_ERRNO_TEXTS = ("Invalid data found when processing input", "Invalid argument", "End of file",
+                "Input/output error", "Operation not permitted", "Immediate exit requested")
+"""Bare error texts ffmpeg ends with (av_strerror's); older builds (5.x) print them alone
+after the file name, newer ones after "Error opening input:". The line before says more."""
 
 
 def _ffmpeg_reason(lines: list[str], path: Optional[Path] = None) -> str:
@@ -192,8 +229,8 @@ def _ffmpeg_reason(lines: list[str], path: Optional[Path] = None) -> str:
         return "ffmpeg failed without a message"
     last = cleaned[-1]
     match = _GENERIC_RE.match(last)
-    if match:
-        reason = match.group(1).rstrip(".")
+    if match or last.rstrip(".") in _ERRNO_TEXTS:
+        reason = (match.group(1) if match else last).rstrip(".")
         details = [
             line for line in cleaned[:-1]
             if not _GENERIC_RE.match(line) and reason not in line
@@ -706,7 +743,7 @@ def _known_reason(text: str) -> str:
 
 
 def _quantize(x: np.ndarray, bits: int, float32: bool) -> np.ndarray:
-    """demucs' encode_wav conversion of float32 samples (any shape)."""
+    """The reference CLI's encode_wav conversion of float32 samples (any shape)."""
     clipped = np.clip(x, np.float32(-1), np.float32(1))
     if float32:
         return clipped.astype(np.float32, copy=False)
@@ -717,7 +754,7 @@ def _quantize(x: np.ndarray, bits: int, float32: bool) -> np.ndarray:
 
 
 def _apply_clip(x: np.ndarray, mode: str) -> np.ndarray:
-    """demucs' prevent_clip for the element-wise modes (rescale is done at commit)."""
+    """The reference CLI's prevent_clip for the element-wise modes (rescale is done at commit)."""
     if mode == "clamp":
         return np.clip(x, np.float32(-0.99), np.float32(0.99))
     if mode == "tanh":
@@ -728,7 +765,7 @@ def _apply_clip(x: np.ndarray, mode: str) -> np.ndarray:
 
 
 class _SoundFileSink:
-    """WAV/FLAC at the model rate through libsndfile, from demucs-style integers."""
+    """WAV/FLAC at the model rate through libsndfile, from the reference CLI's integers."""
 
     def __init__(self, tmp: Path, display: str, sample_rate: int, channels: int,
                  fmt: str, bits: int, float32: bool) -> None:
@@ -803,7 +840,7 @@ class _FFmpegSink:
             cmd += ["-af", chain]
         cmd += ["-ar", str(output_sample_rate), "-ac", str(channels)]
         if fmt == "mp3":
-            # compression_level is LAME's quality setting: 2 as demucs uses
+            # compression_level is LAME's quality setting: 2 as the reference CLI uses
             cmd += ["-c:a", "libmp3lame", "-b:a", f"{int(mp3_bitrate)}k",
                     "-compression_level", "2"]
         elif fmt == "flac":
@@ -1087,7 +1124,7 @@ class StemWriter:
                 divisor = None
                 if self.clip_mode == "rescale":
                     scaled = np.float32(1.01) * self._peak
-                    if not np.float32(1) > scaled:  # max(1.01 * peak, 1), as demucs
+                    if not np.float32(1) > scaled:  # max(1.01 * peak, 1), as the reference CLI
                         divisor = np.float32(scaled)
                 assert self._spool_path is not None
                 with open(self._spool_path, "rb") as spool:

@@ -147,8 +147,8 @@ MAX_AUTO_PARALLEL = 4
 
 BYTES_PER_SEGMENT_FRAME = 4096
 """Memory one more track in flight needs, per frame of the segment its networks see at once
-(activations, the chunk's buffers): htdemucs, 343,980-frame segments, measured +1.06 GiB
-for a second track on CPU; rounded up. Models with longer segments need more."""
+(activations, the chunk's buffers): the default model, 343,980-frame segments, measured
++1.06 GiB for a second track on CPU; rounded up. Models with longer segments need more."""
 
 
 def track_memory_bytes(segment_frames: int, batch_size: int = 1) -> int:
@@ -177,13 +177,13 @@ def choose_parallel(requested: int, *, tracks: int, threads: int, device_type: s
     """How many tracks to separate at the same time.
 
     ``requested`` > 0 is obeyed (up to the number of tracks). Otherwise (auto): one on a GPU
-    (the device is the bottleneck) or for networks that run outside torch (onnxruntime keeps
-    its own thread pool); on a CPU, as many as there are threads, at most
+    (the device is the bottleneck) or for networks that run outside torch (their runtime
+    keeps its own thread pool); on a CPU, as many as there are threads, at most
     ``MAX_AUTO_PARALLEL`` and at most what ``memory_bytes`` (available) holds with
     ``per_track_bytes`` for every track after the first. Each track then runs
     its networks on threads / parallel threads: two tracks on one thread each keep two cores
-    busier than one track on two threads (10 x 30 s of htdemucs on 2 cores: 120 s against
-    126 s), since no operation's thread scaling is lost.
+    busier than one track on two threads (10 x 30 s of the default model on 2 cores: 120 s
+    against 126 s), since no operation's thread scaling is lost.
     """
     if requested < 0:
         raise UsageError("--parallel must be 0 (auto) or a positive number of tracks")

@@ -9,26 +9,25 @@ Exit codes: 0 success, 1 an input or model failed, 2 usage, 130 Ctrl-C, 143 SIGT
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
-import signal
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 import typer
-from rich.console import Console
 
 from . import __version__
-from .errors import StemsplitError, UsageError
-from .models_cli import (complete_for_implicit_separate, complete_model, install_log_handler,
-                         models_app)
+from .errors import UsageError
+from .families import all_families
+from .models_cli import models_app
+from .terminal import (complete_for_implicit_separate, complete_model, install_log_handler,
+                       run_command, stderr)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import TrackResult
-
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 COMMANDS = ("separate", "batch", "models")
 
@@ -42,14 +41,6 @@ app = typer.Typer(
     "stemsplit batch DIR separates every audio file in a folder;\n"
     "stemsplit models lists the models.",
 )
-
-
-class Terminated(BaseException):
-    """Raised on SIGTERM so that temporary files are cleaned up like on Ctrl-C."""
-
-
-def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess test
-    raise Terminated()
 
 
 class ClipMode(str, Enum):
@@ -166,17 +157,6 @@ class TerminalObserver:
         self.progress.update(tasks[key], completed=done, total=total)
 
 
-def report_error(error: BaseException, debug: bool) -> None:
-    if debug:
-        import traceback
-        traceback.print_exception(error, file=sys.stderr)
-    message = getattr(error, "message", None) or str(error) or type(error).__name__
-    stderr.print(f"error: {message}", markup=False)
-    hint = getattr(error, "hint", None)
-    if hint:
-        stderr.print(f"hint: {hint}", markup=False)
-
-
 def _emit_results(results: list["TrackResult"], model_name: str, as_json: bool) -> None:
     if as_json:
         document = {"model": model_name,
@@ -191,19 +171,20 @@ def _emit_results(results: list["TrackResult"], model_name: str, as_json: bool) 
 
 
 # -- shared option handling -------------------------------------------------------------
-STEMS_TO_MODEL = {4: "htdemucs", 6: "htdemucs_6s"}
-
-
 def _choose_model(model: Optional[str], name: Optional[str], stems: Optional[int],
                   two_stems: Optional[str]) -> tuple[Optional[str], Optional[str]]:
     """Resolve --model/-n and --stems into (model name or None, two_stems)."""
+    from .registry import load_registry
+
     if model and name and model != name:
         raise UsageError(f"--model {model} and -n {name} disagree")
     chosen = model or name or os.environ.get("STEMSPLIT_MODEL") or None
     if stems is None:
         return chosen, two_stems
-    if stems not in (2, 4, 6):
-        raise UsageError(f"--stems {stems}: choose 2, 4 or 6")
+    registry = load_registry()
+    counts = sorted({2, *registry.stems_models})
+    if stems not in counts:
+        raise UsageError(f"--stems {stems}: choose {', '.join(map(str, counts[:-1]))} or {counts[-1]}")
     if stems == 2:
         if two_stems and two_stems != "vocals":
             raise UsageError("--stems 2 means --two-stems vocals; give only one of them")
@@ -211,49 +192,16 @@ def _choose_model(model: Optional[str], name: Optional[str], stems: Optional[int
     if two_stems:
         raise UsageError(f"--stems {stems} and --two-stems contradict each other")
     if chosen is None:
-        return STEMS_TO_MODEL[stems], None
-    from .registry import load_registry
-    spec = load_registry().get(chosen)
+        return registry.stems_models[stems], None
+    spec = registry.get(chosen)
     if len(spec.stems) != stems:
         raise UsageError(f"model {spec.name} gives {len(spec.stems)} stems, not {stems}",
-                         hint=f"drop --stems, or use --model {STEMS_TO_MODEL[stems]}")
+                         hint=f"drop --stems, or use --model {registry.stems_models[stems]}")
     return chosen, None
 
 
 def _run(callback) -> None:
-    """Run a command body, mapping errors and signals to one stderr line and an exit code."""
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    debug = os.environ.get("STEMSPLIT_DEBUG", "") not in ("", "0")
-    try:
-        code = callback()
-        sys.stdout.flush()  # a closed stdout fails here, not at interpreter exit
-    except StemsplitError as error:
-        report_error(error, debug or "--debug" in sys.argv)
-        code = error.exit_code
-    except BrokenPipeError:
-        # The reader of stdout went away (`stemsplit batch DIR | head`): stop quietly, as a
-        # Unix tool killed by SIGPIPE would (temporary files are cleaned up on the way out).
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 128 + signal.SIGPIPE
-    except KeyboardInterrupt:
-        stderr.print("interrupted", markup=False)
-        code = 130
-    except Terminated:
-        stderr.print("terminated", markup=False)
-        code = 143
-    except (typer.Exit, typer.Abort, SystemExit):
-        raise
-    except Exception as error:  # a bug: still one line, the traceback with --debug
-        if debug or "--debug" in sys.argv:
-            raise
-        stderr.print(f"error: internal error: {type(error).__name__}: {error}".splitlines()[0],
-                     markup=False)
-        stderr.print("hint: rerun with --debug for the traceback, and please report it",
-                     markup=False)
-        code = 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    raise typer.Exit(code or 0)
+    run_command(callback)
 
 
 SeparateInputs = typer.Argument(..., help="Audio or video files to separate.",
@@ -262,19 +210,19 @@ SeparateInputs = typer.Argument(..., help="Audio or video files to separate.",
 
 def _separate_inputs(
     inputs: list, *, model: Optional[str], name: Optional[str], stems: Optional[int],
-    weights: Optional[Path], repo: Optional[Path], out: Path, filename: str, device: str,
-    shifts: int, seed: int, overlap: float, segment: Optional[float], two_stems: Optional[str],
-    other_method: OtherMethod, stem: Optional[List[str]], int24: bool, float32: bool,
-    clip_mode: ClipMode, flac: bool, mp3: bool, mp3_bitrate: int, sample_rate: Optional[int],
-    jobs: int, parallel: int, batch_size: int, force: bool, offline: bool, quiet: bool,
-    as_json: bool, debug: bool, batch: bool = False, fail_fast: bool = False,
-    denoise: bool = False, n_fft: Optional[int] = None, compensate: Optional[float] = None,
-    primary_stem: Optional[str] = None,
+    weights: Optional[Path], out: Path, filename: str, device: str,
+    shifts: int, seed: int, overlap: Optional[float], segment: Optional[float],
+    two_stems: Optional[str], other_method: OtherMethod, stem: Optional[List[str]],
+    int24: bool, float32: bool, clip_mode: ClipMode, flac: bool, mp3: bool, mp3_bitrate: int,
+    sample_rate: Optional[int], jobs: int, parallel: int, batch_size: int, force: bool,
+    offline: bool, quiet: bool, as_json: bool, debug: bool, batch: bool = False,
+    fail_fast: bool = False, family_options: Optional[dict] = None,
 ) -> int:
     """Separate ``inputs`` (paths, '-', or batch items) with one model; the exit code.
 
     ``batch``: JSON Lines as each file finishes and a summary table on stderr; otherwise
-    one JSON document (or the written paths) at the end.
+    one JSON document (or the written paths) at the end. ``family_options``: the values of
+    the options only one family reads, by name.
     """
     if parallel < 0:
         raise UsageError("--parallel must be 0 (auto) or a positive number of tracks")
@@ -299,6 +247,7 @@ def _separate_inputs(
     from .batch import (BatchItem, available_memory_bytes, choose_parallel, plan_jobs,
                         run_jobs, track_memory_bytes)
     from .engine import SeparationSettings
+    from .families.base import ChunkingRequest
     from .loading import load_model
 
     import torch
@@ -311,10 +260,10 @@ def _separate_inputs(
         stream=sys.stdout.buffer if to_stdout else None,
     )
     try:
-        settings = SeparationSettings(overlap=overlap, shifts=shifts, seed=seed,
-                                      batch_size=batch_size)
+        settings = SeparationSettings(shifts=shifts, seed=seed, batch_size=batch_size)
     except ValueError as error:
         raise UsageError(str(error))
+    chunking = ChunkingRequest(segment_seconds=segment, overlap=overlap)
     selection = pipeline.StemSelection(two_stems=two_stems, other_method=other_method.value,
                                        only=tuple(stem) if stem else None)
     def print_json_line(result: "TrackResult") -> None:
@@ -330,21 +279,20 @@ def _separate_inputs(
     if batch:
         on_result = print_json_line if as_json else print_paths
     with TerminalObserver(quiet, on_result=on_result) as observer:
-        from .mdx_onnx import MDXOptions
         loaded = load_model(
-            model_name, weights=weights, repo=repo, offline=True if offline else None,
+            model_name, weights=weights, offline=True if offline else None,
             device=pipeline.resolve_device(device), progress=observer.download_progress,
-            mdx=MDXOptions(n_fft=n_fft, compensate=compensate, primary_stem=primary_stem,
-                           denoise=denoise),
+            options=family_options,
         )
-        networks = loaded.engine_networks(segment)  # rejects a bad --segment before any work
+        # Rejects a bad --segment or --overlap before any work.
+        networks = loaded.engine_networks(chunking)
 
         def make_job(item) -> "pipeline.TrackJob":
             if not isinstance(item, BatchItem):
                 item = BatchItem(Path(item))
             source = sys.stdin.buffer if str(item.path) == "-" else item.path
             return pipeline.TrackJob(
-                source, loaded, settings=settings, segment_seconds=segment,
+                source, loaded, settings=settings, chunking=chunking,
                 selection=selection, options=options, relative_dir=item.relative_dir)
 
         planned = plan_jobs(inputs, make_job)
@@ -393,17 +341,32 @@ def _print_summary(summary, quiet: bool) -> None:
         stderr.print(table)
 
 
+def _registry_facts() -> tuple[str, dict[int, str]]:
+    """The default model and the ``--stems`` models, for the help texts."""
+    try:
+        from .registry import load_registry
+
+        registry = load_registry()
+        return registry.default_model, dict(registry.stems_models)
+    except Exception:  # a broken registry is reported when a command runs, not here
+        return "the registry's default", {}
+
+
+_DEFAULT_MODEL, _STEMS_MODELS = _registry_facts()
+_STEMS_HELP = ", ".join([f"{count} ({model})" for count, model in sorted(_STEMS_MODELS.items())]
+                        + ["2 (vocals + accompaniment)"])
+_WEIGHTS_HELP = "; ".join(family.weights_help for family in all_families())
+
 # Options shared by `separate` and `batch` (one definition, one help text each).
-MODEL_OPTION = typer.Option(None, "--model", "-m", help="Model name (see `stemsplit models`); default htdemucs.", autocompletion=complete_model)
-NAME_OPTION = typer.Option(None, "-n", "--name", help="Same as --model (demucs' spelling).", autocompletion=complete_model)
-STEMS_OPTION = typer.Option(None, "--stems", help="4 (htdemucs), 6 (htdemucs_6s) or 2 (vocals + accompaniment).")
-WEIGHTS_OPTION = typer.Option(None, "--weights", help="Run a local checkpoint (.safetensors/.th), bag folder or MDX-Net .onnx file.")
-REPO_OPTION = typer.Option(None, "--repo", help="A demucs-style local model folder to load -n from.")
+MODEL_OPTION = typer.Option(None, "--model", "-m", help=f"Model name (see `stemsplit models`); default {_DEFAULT_MODEL}.", autocompletion=complete_model)
+NAME_OPTION = typer.Option(None, "-n", "--name", help="Same as --model.", autocompletion=complete_model)
+STEMS_OPTION = typer.Option(None, "--stems", help=f"The number of stems: {_STEMS_HELP}.")
+WEIGHTS_OPTION = typer.Option(None, "--weights", help=f"Run a local checkpoint: {_WEIGHTS_HELP}.")
 DEVICE_OPTION = typer.Option(os.environ.get("STEMSPLIT_DEVICE", "auto"), "-d", "--device", help="auto, cpu, cuda or mps.")
 SHIFTS_OPTION = typer.Option(0, "--shifts", help="Random time shifts averaged (seeded; 0 = the reference's exact stems).")
 SEED_OPTION = typer.Option(0, "--seed", help="Seed for the shifts.")
-OVERLAP_OPTION = typer.Option(0.25, "--overlap", help="Overlap between segments, a fraction.")
-SEGMENT_OPTION = typer.Option(None, "--segment", help="Segment length in seconds (default: the model's).")
+OVERLAP_OPTION = typer.Option(None, "--overlap", help="How much chunks overlap: a fraction below 1 (the share of a chunk its neighbour covers, e.g. 0.25), or a whole number N >= 2 (every sample is in N chunks: a chunk every 1/N of a chunk). Default: the model's (0.25; for a model with a config, its num_overlap).")
+SEGMENT_OPTION = typer.Option(None, "--segment", help="Chunk length in seconds (default: the model's; rounded down to a length the network takes where it needs one).")
 TWO_STEMS_OPTION = typer.Option(None, "--two-stems", metavar="STEM", help="Only STEM and its complement (accompaniment for vocals, else no_STEM).")
 OTHER_METHOD_OPTION = typer.Option(OtherMethod.add, "--other-method", help="Complement of --two-stems: sum of the other stems (add), mix minus stem (minus), or none.")
 STEM_OPTION = typer.Option(None, "--stem", help="Write only this stem (repeatable).")
@@ -415,32 +378,70 @@ MP3_OPTION = typer.Option(False, "--mp3", help="Write mp3.")
 MP3_BITRATE_OPTION = typer.Option(320, "--mp3-bitrate", help="mp3 bitrate in kbit/s.")
 SAMPLE_RATE_OPTION = typer.Option(None, "--sample-rate", help="Output sample rate (default: the input's).")
 JOBS_OPTION = typer.Option(0, "-j", "--jobs", help="CPU threads for the networks (0 = all cores).")
-PARALLEL_OPTION = typer.Option(0, "-P", "--parallel", metavar="N", help="Tracks separated at the same time, sharing the --jobs threads (0 = auto: on a CPU, up to one per thread, at most 4, as memory allows; 1 on a GPU or for MDX-Net).")
+PARALLEL_OPTION = typer.Option(0, "-P", "--parallel", metavar="N", help="Tracks separated at the same time, sharing the --jobs threads (0 = auto: on a CPU, up to one per thread, at most 4, as memory allows; 1 on a GPU or for networks that run outside torch).")
 BATCH_SIZE_OPTION = typer.Option(1, "--batch-size", help="Segments per network call.")
-DENOISE_OPTION = typer.Option(False, "--denoise", help="MDX-Net: average the network on the mix and its negation (UVR's denoise; 2x slower).")
-N_FFT_OPTION = typer.Option(None, "--n-fft", help="MDX-Net: FFT size, for an .onnx file weights.toml does not know.")
-COMPENSATE_OPTION = typer.Option(None, "--compensate", help="MDX-Net: gain applied to the network's stem, for an unknown .onnx file.")
-PRIMARY_STEM_OPTION = typer.Option(None, "--primary-stem", help="MDX-Net: the stem an unknown .onnx file estimates (vocals, instrumental, drums, ...).")
 FORCE_OPTION = typer.Option(False, "--force", "-f", help="Redo tracks whose outputs exist.")
 OFFLINE_OPTION = typer.Option(False, "--offline", help="Never use the network (also STEMSPLIT_OFFLINE=1).")
 QUIET_OPTION = typer.Option(False, "-q", "--quiet", help="No messages on stderr, errors only.")
 DEBUG_OPTION = typer.Option(False, "--debug", help="Show tracebacks.")
 
 
+def _family_parameters() -> list[inspect.Parameter]:
+    """Every family's own options, as keyword parameters typer turns into options."""
+    parameters: dict[str, inspect.Parameter] = {}
+    flags: dict[str, str] = {}
+    for family in all_families():
+        for option in family.options:
+            if option.flag in flags or option.name in parameters:
+                raise AssertionError(f"{option.flag} is declared twice ({family.name}, "
+                                     f"{flags.get(option.flag)})")
+            flags[option.flag] = family.name
+            boolean = option.kind == "bool"
+            default = typer.Option(False if boolean else None, option.flag, help=option.help,
+                                   metavar=option.metavar, show_default=False)
+            annotation = bool if boolean else Optional[option.python_type]
+            parameters[option.name] = inspect.Parameter(
+                option.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                annotation=annotation)
+    return list(parameters.values())
+
+
+def with_family_options(body: Callable[..., None]) -> Callable[..., None]:
+    """A command taking ``body``'s options and every family's, before ``--force``; the
+    family options reach ``body`` as one ``family_options`` dict."""
+    own = [p for p in inspect.signature(body, eval_str=True).parameters.values()
+           if p.name != "family_options"]
+    extra = _family_parameters()
+    names = {p.name for p in extra}
+    at = next((i for i, p in enumerate(own) if p.name == "force"), len(own))
+    parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+    parameters = parameters[:at] + extra + parameters[at:]
+
+    def command(**values: Any) -> None:
+        family_options = {key: values.pop(key) for key in list(values) if key in names}
+        body(**values, family_options=family_options)
+
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    command.__doc__ = body.__doc__
+    command.__name__ = body.__name__
+    return command
+
+
 @app.command("separate")
+@with_family_options
 def separate_command(
     inputs: List[Path] = SeparateInputs,
     model: Optional[str] = MODEL_OPTION,
     name: Optional[str] = NAME_OPTION,
     stems: Optional[int] = STEMS_OPTION,
     weights: Optional[Path] = WEIGHTS_OPTION,
-    repo: Optional[Path] = REPO_OPTION,
     out: Path = typer.Option(Path("separated"), "-o", "--out", help="Output folder; a subfolder per model is created."),
     filename: str = typer.Option("{track}/{stem}.{ext}", "--filename", help="Output name template: {track} {trackext} {stem} {ext} {model}."),
     device: str = DEVICE_OPTION,
     shifts: int = SHIFTS_OPTION,
     seed: int = SEED_OPTION,
-    overlap: float = OVERLAP_OPTION,
+    overlap: Optional[float] = OVERLAP_OPTION,
     segment: Optional[float] = SEGMENT_OPTION,
     two_stems: Optional[str] = TWO_STEMS_OPTION,
     other_method: OtherMethod = OTHER_METHOD_OPTION,
@@ -455,24 +456,20 @@ def separate_command(
     jobs: int = JOBS_OPTION,
     parallel: int = PARALLEL_OPTION,
     batch_size: int = BATCH_SIZE_OPTION,
-    denoise: bool = DENOISE_OPTION,
-    n_fft: Optional[int] = N_FFT_OPTION,
-    compensate: Optional[float] = COMPENSATE_OPTION,
-    primary_stem: Optional[str] = PRIMARY_STEM_OPTION,
     force: bool = FORCE_OPTION,
     offline: bool = OFFLINE_OPTION,
     quiet: bool = QUIET_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document describing what was written."),
     debug: bool = DEBUG_OPTION,
+    family_options: Optional[dict] = None,
 ) -> None:
     """Separate audio files into stems."""
     arguments = dict(locals())
     _run(lambda: _separate_inputs(**arguments))
 
 
-
-
 @app.command("batch")
+@with_family_options
 def batch_command(
     folders: List[str] = typer.Argument(..., help="Folders, files, quoted globs, or - to read paths from stdin."),
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into subfolders."),
@@ -482,12 +479,11 @@ def batch_command(
     name: Optional[str] = NAME_OPTION,
     stems: Optional[int] = STEMS_OPTION,
     weights: Optional[Path] = WEIGHTS_OPTION,
-    repo: Optional[Path] = REPO_OPTION,
     out: Path = typer.Option(Path("separated"), "-o", "--out", help="Output folder; a subfolder per model, then the input tree."),
     device: str = DEVICE_OPTION,
     shifts: int = SHIFTS_OPTION,
     seed: int = SEED_OPTION,
-    overlap: float = OVERLAP_OPTION,
+    overlap: Optional[float] = OVERLAP_OPTION,
     segment: Optional[float] = SEGMENT_OPTION,
     two_stems: Optional[str] = TWO_STEMS_OPTION,
     other_method: OtherMethod = OTHER_METHOD_OPTION,
@@ -502,15 +498,12 @@ def batch_command(
     jobs: int = JOBS_OPTION,
     parallel: int = PARALLEL_OPTION,
     batch_size: int = BATCH_SIZE_OPTION,
-    denoise: bool = DENOISE_OPTION,
-    n_fft: Optional[int] = N_FFT_OPTION,
-    compensate: Optional[float] = COMPENSATE_OPTION,
-    primary_stem: Optional[str] = PRIMARY_STEM_OPTION,
     force: bool = FORCE_OPTION,
     offline: bool = OFFLINE_OPTION,
     quiet: bool = QUIET_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file as it finishes (JSON Lines)."),
     debug: bool = DEBUG_OPTION,
+    family_options: Optional[dict] = None,
 ) -> None:
     """Separate every audio file in folders; outputs mirror the folder tree; finished
     files are skipped on a re-run (--force redoes them)."""

@@ -3,29 +3,33 @@
 Tensor layout, everywhere in stemsplit: (batch, stems, channels, time). A mixture block is
 (channels, time); a finished output block is (stems, channels, time).
 
-The maths is that of demucs' ``apply_model`` with ``split=True``:
+A model is a bag of one or more networks. Each ``Network`` declares how it wants the track
+cut and put back together as one ``Chunking`` value, built by its family:
 
-* the track is normalised by the mean and (unbiased) standard deviation of its mono mix,
-  measured over the whole track beforehand (see ``MixStatistics``);
-* each network cuts the track into segments of ``segment_length`` samples every
-  ``stride = int((1 - overlap) * segment_length)`` samples, pads each chunk to the network's
-  ``valid_length`` with real neighbouring audio (zeros only past the ends of the track), runs
-  the network, trims back, and overlap-adds the chunks weighted by a triangle window raised
-  to ``transition_power``;
-* with shifts, each pass sees the track delayed by a random number of samples in
-  [0, 0.5 s] (zeros in front), and the passes are averaged; the offsets come from a seeded
-  generator, so two runs give identical stems (``shifts=0`` is exactly demucs' output);
-* a bag averages its networks per stem with the bag weights.
+* ``length`` samples per chunk, a chunk starting every ``stride`` samples (an integer, so
+  that "a third of a chunk" is exactly ``length // 3``);
+* ``border``: samples added before the first and after the last sample of the track (zeros,
+  or the track reflected at its ends), where the chunk grid starts and ends;
+* ``last_chunk``: "pad" (the grid runs on; the last chunks are cut at the end of the border)
+  or "align_end" (the last chunk is moved back to end exactly there);
+* ``fill``: how a chunk shorter than ``length`` reaches the network ("none": as it is, or
+  with ``input_length`` samples of real neighbouring audio around it; "zeros"; "reflect":
+  its own samples reflected when it is longer than half a chunk, else zeros);
+* ``window``: each chunk's overlap-add weight (``Window``: a triangle to a power, Hann,
+  Hamming, rectangular, or linear fades with no fade-in on the first chunk and no fade-out
+  on the last);
+* ``normalise``: whether the network sees the mixture normalised by the mean and standard
+  deviation of the whole track's mono mix (measured beforehand, see ``MixStatistics``; the
+  stems are scaled back), or the raw mixture.
 
-Unlike ``apply_model``, nothing here holds the whole track: ``StreamingSeparator`` consumes
-mixture blocks and emits output samples as soon as no later chunk can change them, so memory
-depends on the segment length, never on the track length.
+With shifts, each pass sees the chunk grid moved by a random number of samples in
+[0, max_shift_seconds] (zeros in front), and the passes are averaged; the offsets come from
+a seeded generator, so two runs give identical stems. A bag averages its networks per stem
+with the bag weights.
 
-A ``Network`` may declare a different chunking rule than demucs' (the defaults): MDX-Net
-(UVR) networks work on the raw mixture (``normalise=False``), see the track padded with zeros
-(``padding``: n_fft/2 in front, up to a whole chunk behind; chunks stop at the padded end
-rather than the track's), and are overlap-added with a symmetric Hann window of each chunk's
-real length (``window="hann"``, or equal weights without overlap), as UVR does.
+Nothing here holds the whole track: ``StreamingSeparator`` consumes mixture blocks and emits
+output samples as soon as no remaining chunk can change them (everything before the earliest
+remaining chunk start), so memory depends on the chunk length, never on the track length.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -44,49 +48,119 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 ProgressCallback = Callable[[int, int], None]
 """Called with (work done, total work), both in chunk samples summed over passes."""
 
+WINDOW_KINDS = ("triangle", "hann", "hamming", "rectangular", "linear_fade")
+BORDER_MODES = ("zeros", "reflect")
+LAST_CHUNK_RULES = ("pad", "align_end")
+FILL_RULES = ("none", "zeros", "reflect")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A chunk's overlap-add weight.
+
+    * "triangle": the chunk's triangle (rising to the middle of a full chunk, normalised to
+      a peak of 1), raised to ``power``, cut to the chunk's real length;
+    * "hann", "hamming": the symmetric window of the chunk's real length (as numpy's
+      ``hanning``/``hamming``, computed in float64);
+    * "rectangular": equal weights;
+    * "linear_fade": ones with linear fades of ``fade`` samples at both ends of a full chunk
+      (0 to 1 and 1 to 0, as ``torch.linspace``), except no fade-in on the first chunk of the
+      grid and no fade-out on the last (unless it is the first too); cut to the chunk's real
+      length.
+    """
+
+    kind: str = "triangle"
+    power: float = 1.0
+    fade: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in WINDOW_KINDS:
+            raise ValueError(f"unknown window {self.kind!r}; choose {', '.join(WINDOW_KINDS)}")
+        if self.kind == "triangle" and self.power < 1.0:
+            raise ValueError("a triangle window's power must be >= 1")
+        if self.kind == "linear_fade" and self.fade < 1:
+            raise ValueError("a linear-fade window needs a fade of at least 1 sample")
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """The network sees (mix - mean) / scale, scale = std + epsilon, std of the mono mix
+    over the whole track (``unbiased``: divided by n - 1, else by n). A scale of 0 (digital
+    silence without epsilon) leaves the mixture as it is."""
+
+    unbiased: bool = True
+    epsilon: float = 1e-8
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """How one network wants the track cut into chunks and put back together."""
+
+    length: int
+    """Samples per chunk."""
+    stride: int
+    """Samples from one chunk's start to the next one's."""
+    window: Window = Window()
+    border: Callable[[int], tuple[int, int]] | None = None
+    """Samples (before, after) a track of n frames added around it; None: no border."""
+    border_mode: str = "zeros"
+    """What the border holds: "zeros", or "reflect" (the track mirrored at its ends)."""
+    last_chunk: str = "pad"
+    fill: str = "none"
+    input_length: Callable[[int], int] | None = None
+    """With fill "none": the input length the network wants for a chunk of n samples,
+    read centred around the chunk from the real track (zeros past its ends)."""
+    normalise: Normalisation | None = Normalisation()
+
+    def __post_init__(self) -> None:
+        if self.length < 1 or self.stride < 1:
+            raise ValueError("a chunk's length and stride must be positive")
+        if self.border_mode not in BORDER_MODES:
+            raise ValueError(f"unknown border mode {self.border_mode!r}")
+        if self.last_chunk not in LAST_CHUNK_RULES:
+            raise ValueError(f"unknown last-chunk rule {self.last_chunk!r}")
+        if self.fill not in FILL_RULES:
+            raise ValueError(f"unknown fill rule {self.fill!r}")
+        if self.fill != "none" and self.input_length is not None:
+            raise ValueError("input_length applies only with fill 'none'")
+
 
 @dataclass(frozen=True)
 class Network:
     """One member of a bag, as the engine sees it."""
 
     forward: Forward
-    segment_length: int
-    """Samples per chunk."""
-    valid_length: Callable[[int], int]
-    """Input length the network wants for a chunk of n samples (n itself if it pads)."""
+    chunking: Chunking
     stem_weights: tuple[float, ...]
     """Weight of this network's estimate of each stem in the bag average."""
-    window: str = "triangle"
-    """Overlap-add weight: "triangle" (demucs: the segment's triangle, cut to the chunk,
-    raised to ``transition_power``) or "hann" (UVR: a symmetric Hann window of the chunk's
-    real length; equal weights when ``overlap`` is 0)."""
-    padding: Callable[[int], tuple[int, int]] | None = None
-    """Zeros (in front, behind) around a track of n samples: the chunk grid starts at minus
-    the front padding and chunks are cut off at the padded end. None: no padding (demucs)."""
-    normalise: bool = True
-    """Whether the network sees the track normalised by its mean and std (demucs) or raw."""
 
-    def __post_init__(self) -> None:
-        if self.window not in WINDOWS:
-            raise ValueError(f"unknown window {self.window!r}; choose {', '.join(WINDOWS)}")
+    @property
+    def segment_length(self) -> int:
+        return self.chunking.length
+
+
+def overlap_stride(overlap: float, length: int) -> int:
+    """The stride of chunks of ``length`` samples for an ``overlap`` given by a user: a
+    fraction in [0, 1) (the share of a chunk its neighbour covers: stride =
+    int((1 - overlap) * length)), or an integer n >= 2 (every sample is in n chunks:
+    stride = length // n)."""
+    if 0.0 <= overlap < 1.0:
+        return max(1, int((1 - overlap) * length))
+    if overlap >= 2 and float(overlap).is_integer():
+        return max(1, length // int(overlap))
+    raise ValueError(f"overlap must be a fraction in [0, 1) or a whole number >= 2, not {overlap:g}")
 
 
 @dataclass(frozen=True)
 class SeparationSettings:
-    """How chunks are cut and combined; the defaults are demucs' ``--shifts 0`` defaults."""
+    """What the engine does on top of each network's chunking: shifts and batching."""
 
-    overlap: float = 0.25
-    transition_power: float = 1.0
     shifts: int = 0
     seed: int = 0
     max_shift_seconds: float = 0.5
     batch_size: int = 1
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.overlap < 1.0:
-            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
-        if self.transition_power < 1.0:
-            raise ValueError("transition_power must be >= 1")
         if self.shifts < 0:
             raise ValueError("shifts must be >= 0")
         if self.batch_size < 1:
@@ -95,7 +169,7 @@ class SeparationSettings:
 
 @dataclass
 class MixStatistics:
-    """Running mean and unbiased std of the mono mix (the mean over channels).
+    """Running mean and standard deviation of the mono mix (the mean over channels).
 
     Accumulated in float64 over blocks so that a first decoding pass can measure a track
     of any length without holding it.
@@ -125,20 +199,27 @@ class MixStatistics:
             return 0.0
         return (self._shift or 0.0) + self._sum / self.frames
 
+    def _squares(self) -> float:
+        centred_mean = self._sum / self.frames
+        return max(self._sum_squares - self.frames * centred_mean**2, 0.0)
+
     @property
     def std(self) -> float:
         """Unbiased standard deviation (0 for fewer than two frames)."""
         if self.frames < 2:
             return 0.0
-        centred_mean = self._sum / self.frames
-        variance = (self._sum_squares - self.frames * centred_mean**2) / (self.frames - 1)
-        return math.sqrt(max(variance, 0.0))
+        return math.sqrt(self._squares() / (self.frames - 1))
 
+    @property
+    def population_std(self) -> float:
+        """Standard deviation divided by n (numpy's default; 0 without frames)."""
+        if self.frames < 1:
+            return 0.0
+        return math.sqrt(self._squares() / self.frames)
 
-WINDOWS = ("triangle", "hann")
-
-NORMALISATION_EPSILON = 1e-8
-"""Added to the std before dividing, as demucs does: digital silence stays finite."""
+    def scale(self, normalisation: Normalisation) -> float:
+        std = self.std if normalisation.unbiased else self.population_std
+        return std + normalisation.epsilon
 
 
 def transition_window(segment_length: int, transition_power: float, device=None) -> torch.Tensor:
@@ -153,7 +234,7 @@ def transition_window(segment_length: int, transition_power: float, device=None)
 class _Chunk:
     index: int
     start: int
-    """First output sample, in track coordinates (negative inside a shift's zeros)."""
+    """First output sample, in track coordinates (negative inside a border or a shift)."""
     length: int
     read_start: int
     read_length: int
@@ -167,44 +248,61 @@ class _Pass:
         network: Network,
         total_frames: int,
         shift: int,
-        settings: SeparationSettings,
         stems: int,
         channels: int,
         device: torch.device,
     ) -> None:
         self.network = network
+        chunking = self.chunking = network.chunking
         self.total_frames = total_frames
-        front, back = network.padding(total_frames + shift) if network.padding else (0, 0)
-        self.shift = shift + front
-        """Where the chunk grid starts, before the first sample: a shift's delay plus the
-        network's front padding."""
+        front, back = chunking.border(total_frames + shift) if chunking.border else (0, 0)
+        self.reflect = (front, back) if chunking.border_mode == "reflect" else (0, 0)
+        if max(self.reflect) >= max(total_frames, 1):
+            raise ValueError("a reflected border must be shorter than the track")
+        self.grid_start = -(shift + front)
+        """Where the chunk grid starts: before the track by a shift's delay and the border."""
         self.padded_end = total_frames + back
-        """Chunks are cut off here (the track's end, or the end of the network's padding)."""
-        self.segment_length = network.segment_length
-        self.stride = max(1, int((1 - settings.overlap) * self.segment_length))
+        """Chunks are cut off here (the track's end, or the end of the border)."""
+        self.segment_length = chunking.length
+        self.stride = chunking.stride
+        span = self.padded_end - self.grid_start
+        if chunking.last_chunk == "align_end":
+            self.grid_count = 1 if span <= self.segment_length else (
+                math.ceil((span - self.segment_length) / self.stride) + 1)
+        else:
+            self.grid_count = math.ceil(span / self.stride)
         # Chunks starting at or after the track's end only touch dropped samples: skip them.
-        shifted_length = total_frames + self.shift
-        self.chunk_count = math.ceil(shifted_length / self.stride) if total_frames else 0
+        self.chunk_count = 0
+        if total_frames:
+            low, high = 0, self.grid_count
+            while low < high:  # the first chunk starting at or after the track's end
+                middle = (low + high) // 2
+                if self._start(middle) < total_frames:
+                    low = middle + 1
+                else:
+                    high = middle
+            self.chunk_count = low
         self.next_chunk = 0
         self.device = device
-        if network.window == "hann":
-            self.window = None
-            self.equal_weights = settings.overlap == 0
-            self._hann: dict[int, torch.Tensor] = {}
-        else:
-            self.window = transition_window(self.segment_length, settings.transition_power,
-                                            device)
+        window = chunking.window
+        self._triangle = (transition_window(self.segment_length, window.power, device)
+                          if window.kind == "triangle" else None)
+        self._cache: dict[tuple[int, bool, bool], torch.Tensor] = {}
         # Overlap-add accumulators over [acc_start, acc_start + acc.shape[-1]).
-        self.acc_start = -self.shift
+        self.acc_start = self.grid_start
         self.acc = torch.zeros(stems, channels, 0, device=device)
         self.weight_sum = torch.zeros(0, device=device)
-        self.finished_until = -self.shift
-        """Output before this position is final (and has left the accumulators)."""
+
+    def _start(self, index: int) -> int:
+        if self.chunking.last_chunk == "align_end" and index == self.grid_count - 1:
+            return max(self.padded_end - self.segment_length, self.grid_start)
+        return self.grid_start + index * self.stride
 
     def chunk(self, index: int) -> _Chunk:
-        start = index * self.stride - self.shift
+        start = self._start(index)
         length = min(self.segment_length, self.padded_end - start)
-        read_length = self.network.valid_length(length)
+        input_length = self.chunking.input_length
+        read_length = input_length(length) if input_length is not None else length
         read_start = start - (read_length - length) // 2
         return _Chunk(index, start, length, read_start, read_length)
 
@@ -212,11 +310,23 @@ class _Pass:
     def done(self) -> bool:
         return self.next_chunk >= self.chunk_count
 
+    def _sources(self, chunk: _Chunk) -> tuple[int, int]:
+        """The track samples [first, end) a chunk's input is made of (reflected ones too)."""
+        total = self.total_frames
+        read_end = chunk.read_start + chunk.read_length
+        first, end = max(chunk.read_start, 0), min(read_end, total)
+        front, back = self.reflect
+        if front and chunk.read_start < 0:  # x[-p] for p in the front border
+            end = max(end, min(-max(chunk.read_start, -front) + 1, total))
+        if back and read_end > total:  # x[2 (total - 1) - p] for p in the back border
+            first = min(first, 2 * (total - 1) - (min(read_end, total + back) - 1))
+        return max(first, 0), end
+
     def needed_from(self) -> int:
         """First input sample any remaining chunk reads."""
         if self.done:
             return self.total_frames
-        return self.chunk(self.next_chunk).read_start
+        return self._sources(self.chunk(self.next_chunk))[0]
 
     def ready_chunks(self, available_until: int, limit: int) -> list[_Chunk]:
         """Up to ``limit`` next chunks whose input is available, all of one input length."""
@@ -224,8 +334,7 @@ class _Pass:
         index = self.next_chunk
         while index < self.chunk_count and len(chunks) < limit:
             chunk = self.chunk(index)
-            needed_until = min(chunk.read_start + chunk.read_length, self.total_frames)
-            if needed_until > available_until:
+            if self._sources(chunk)[1] > available_until:
                 break
             if chunks and chunk.read_length != chunks[0].read_length:
                 break
@@ -233,17 +342,34 @@ class _Pass:
             index += 1
         return chunks
 
-    def weights(self, length: int) -> torch.Tensor:
-        """The overlap-add weight of a chunk of ``length`` samples."""
-        if self.window is not None:
-            return self.window[:length]
-        if self.equal_weights:
-            return torch.ones(length, device=self.device)
-        if length not in self._hann:
-            # numpy.hanning(length), as UVR computes it: float64, then float32.
-            hann = torch.hann_window(length, periodic=False, dtype=torch.float64)
-            self._hann = {length: hann.to(self.device, torch.float32)}
-        return self._hann[length]
+    def weights(self, chunk: _Chunk) -> torch.Tensor:
+        """The overlap-add weight of one chunk."""
+        window, length = self.chunking.window, chunk.length
+        if self._triangle is not None:
+            return self._triangle[:length]
+        first = chunk.index == 0
+        # As ZFTurbo's demix: a chunk that is both first and last keeps its fade-out.
+        last = chunk.index == self.grid_count - 1 and not first
+        key = (length, first, last) if window.kind == "linear_fade" else (length, False, False)
+        if key not in self._cache:
+            if window.kind == "rectangular":
+                weights = torch.ones(length)
+            elif window.kind in ("hann", "hamming"):
+                make = torch.hann_window if window.kind == "hann" else torch.hamming_window
+                weights = make(length, periodic=False, dtype=torch.float64).float()
+            else:  # linear_fade: ZFTurbo's, on a full chunk, then cut
+                fade = min(window.fade, self.segment_length)
+                weights = torch.ones(self.segment_length)
+                if not last:
+                    weights[-fade:] = torch.linspace(1, 0, fade)
+                if not first:
+                    weights[:fade] = torch.linspace(0, 1, fade)
+                weights = weights[:length]
+            # Few distinct keys exist (full chunks, the last ones): keep the last few.
+            if len(self._cache) > 8:
+                self._cache.clear()
+            self._cache[key] = weights.to(self.device)
+        return self._cache[key]
 
     def add(self, chunk: _Chunk, estimate: torch.Tensor) -> None:
         """Overlap-add one chunk's (stems, channels, length) estimate."""
@@ -255,31 +381,37 @@ class _Pass:
                 [self.acc, self.acc.new_zeros(stems, channels, missing)], dim=-1
             )
             self.weight_sum = torch.cat([self.weight_sum, self.weight_sum.new_zeros(missing)])
-        weight = self.weights(chunk.length)
+        weight = self.weights(chunk)
         begin = chunk.start - self.acc_start
         self.acc[..., begin : begin + chunk.length] += weight * estimate
         self.weight_sum[begin : begin + chunk.length] += weight
         self.next_chunk = chunk.index + 1
 
     def take_finished(self) -> torch.Tensor | None:
-        """Final output from ``finished_until`` up to where no later chunk reaches."""
-        until = self.total_frames if self.done else self.chunk(self.next_chunk).start
+        """Final output up to the earliest start of a remaining chunk (the track's end once
+        every chunk is in); samples no chunk weighted (a window's zeros) are 0."""
+        if self.done:
+            until = self.total_frames
+        else:
+            until = min(self._start(self.next_chunk), self._start(self.chunk_count - 1))
         count = until - self.acc_start
         if count <= 0:
             return None
-        result = self.acc[..., :count] / self.weight_sum[:count]
+        weight_sum = self.weight_sum[:count]
+        result = self.acc[..., :count] / weight_sum
+        if not bool((weight_sum > 0).all()):
+            result = torch.where(weight_sum > 0, result, torch.zeros_like(result))
         self.acc = self.acc[..., count:]
         self.weight_sum = self.weight_sum[count:]
         self.acc_start = until
-        # Samples before 0 belong to a shift's leading zeros: drop them.
+        # Samples before 0 belong to the border or a shift's leading zeros: drop them.
         skip = max(0, -(until - count))
-        self.finished_until = until
         result = result[..., skip:]
         return result if result.shape[-1] else None
 
 
 class _InputWindow:
-    """The part of the normalised mixture that remaining chunks may still read."""
+    """The part of the (normalised) mixture that remaining chunks may still read."""
 
     def __init__(self, channels: int, device: torch.device) -> None:
         self.start = 0
@@ -292,20 +424,40 @@ class _InputWindow:
     def append(self, block: torch.Tensor) -> None:
         self.data = torch.cat([self.data, block], dim=-1)
 
-    def read(self, start: int, length: int, total_frames: int) -> torch.Tensor:
-        """Samples [start, start + length) with zeros outside [0, total_frames)."""
-        real_start = max(start, 0)
-        real_end = min(start + length, total_frames)
-        if real_end <= real_start:  # wholly in a shift's leading zeros (or past the end)
-            return self.data.new_zeros(self.data.shape[0], length)
-        if real_start < self.start or real_end > self.end:
+    def _span(self, first: int, end: int) -> torch.Tensor:
+        if first < self.start or end > self.end:
             raise AssertionError("engine read outside its input window")
-        piece = self.data[..., real_start - self.start : max(real_end, real_start) - self.start]
-        pad_left = real_start - start
-        pad_right = length - pad_left - piece.shape[-1]
-        if pad_left or pad_right:
-            piece = torch.nn.functional.pad(piece, (pad_left, pad_right))
-        return piece
+        return self.data[..., first - self.start : end - self.start]
+
+    def read(self, start: int, length: int, total_frames: int,
+             reflect: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """Samples [start, start + length): the track inside [0, total_frames), its mirror
+        image in the ``reflect`` (before, after) borders, zeros elsewhere."""
+        end = start + length
+        front, back = reflect
+        pieces = []
+        position = start
+        if position < 0:
+            zeros_until = min(-front, end)
+            if zeros_until > position:
+                pieces.append(self.data.new_zeros(self.data.shape[0], zeros_until - position))
+                position = zeros_until
+            if position < min(0, end):  # the front border: x[-p]
+                upto = min(0, end)
+                pieces.append(self._span(-upto + 1, -position + 1).flip(-1))
+                position = upto
+        if position < end and position < total_frames:
+            upto = min(end, total_frames)
+            pieces.append(self._span(position, upto))
+            position = upto
+        if position < end and position < total_frames + back:  # the back border
+            upto = min(end, total_frames + back)
+            last = 2 * (total_frames - 1)
+            pieces.append(self._span(last - upto + 1, last - position + 1).flip(-1))
+            position = upto
+        if position < end:
+            pieces.append(self.data.new_zeros(self.data.shape[0], end - position))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
 
     def drop_before(self, position: int) -> None:
         count = min(max(0, position - self.start), self.data.shape[-1])
@@ -317,9 +469,9 @@ class _InputWindow:
 def shift_offsets(members: int, shifts: int, sample_rate: int, settings: SeparationSettings):
     """Per member, the delays (samples of zeros in front) of each shifted pass.
 
-    demucs draws ``offset = randint(0, max_shift)`` and delays the track by
-    ``max_shift - offset``; we draw the same way from a generator seeded with
-    ``settings.seed``. Without shifts every member has one pass with no delay.
+    Each offset is drawn as ``randint(0, max_shift)`` and the grid delayed by
+    ``max_shift - offset``, from a generator seeded with ``settings.seed``. Without shifts
+    every member has one pass with no delay.
     """
     if shifts == 0:
         return [[0] for _ in range(members)]
@@ -333,16 +485,15 @@ def shift_offsets(members: int, shifts: int, sample_rate: int, settings: Separat
 
 @dataclass
 class StreamingSeparator:
-    """Separate a track fed as normalised-on-the-fly mixture blocks; emit finished stems.
+    """Separate a track fed as mixture blocks; emit finished stems.
 
     ``push(block)`` takes (channels, time) mixture blocks in order (raw, not normalised);
     it returns the output blocks (stems, channels, time) that became final. After the last
     block, ``finish()`` returns the rest. The concatenated outputs have exactly
     ``total_frames`` samples.
 
-    ``mean`` and ``std`` normalise the track for networks that want it (``Network.normalise``,
-    demucs); networks that work on the raw mixture ignore them. All networks of one separator
-    must agree.
+    ``statistics`` (of the whole track, measured beforehand) normalise the mixture for
+    networks whose chunking asks for it; all networks of one separator must agree.
     """
 
     networks: Sequence[Network]
@@ -350,25 +501,29 @@ class StreamingSeparator:
     channels: int
     stems: int
     sample_rate: int
-    mean: float
-    std: float
+    statistics: MixStatistics
     settings: SeparationSettings = field(default_factory=SeparationSettings)
     device: torch.device | str = "cpu"
     progress: ProgressCallback | None = None
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
-        normalise = {network.normalise for network in self.networks}
+        normalise = {network.chunking.normalise for network in self.networks}
         if len(normalise) > 1:
-            raise ValueError("a bag cannot mix normalised and raw-mixture networks")
-        self._normalise = normalise.pop() if normalise else True
-        self._scale = self.std + NORMALISATION_EPSILON
+            raise ValueError("a bag cannot mix networks that normalise the mixture differently")
+        normalisation = normalise.pop() if normalise else None
+        self._mean = self.statistics.mean
+        self._scale = 1.0
+        self._normalise = normalisation is not None
+        if normalisation is not None:
+            scale = self.statistics.scale(normalisation)
+            self._scale = scale if scale > 0 else 1.0
         delays = shift_offsets(len(self.networks), self.settings.shifts, self.sample_rate,
                                self.settings)
         self._passes: list[list[_Pass]] = [
             [
-                _Pass(network, self.total_frames, delay, self.settings, self.stems,
-                      self.channels, self.device)
+                _Pass(network, self.total_frames, delay, self.stems, self.channels,
+                      self.device)
                 for delay in member_delays
             ]
             for network, member_delays in zip(self.networks, delays)
@@ -399,7 +554,7 @@ class StreamingSeparator:
             raise ValueError("more input than total_frames")
         block = block.to(self.device, torch.float32)
         if self._normalise:
-            block = (block - self.mean) / self._scale
+            block = (block - self._mean) / self._scale
         self._input.append(block)
         return self._run()
 
@@ -431,14 +586,26 @@ class StreamingSeparator:
         )
         return self._combine()
 
+    def _network_input(self, one_pass: _Pass, chunk: _Chunk) -> torch.Tensor:
+        """A chunk as its network takes it: read, then filled up to a whole chunk."""
+        piece = self._input.read(chunk.read_start, chunk.read_length, self.total_frames,
+                                 one_pass.reflect)
+        chunking = one_pass.chunking
+        missing = chunking.length - piece.shape[-1]
+        if chunking.fill == "none" or missing <= 0:
+            return piece
+        reflect = chunking.fill == "reflect" and piece.shape[-1] > chunking.length // 2
+        return torch.nn.functional.pad(piece[None], (0, missing),
+                                       mode="reflect" if reflect else "constant")[0]
+
     def _forward(self, one_pass: _Pass, chunks: list[_Chunk]) -> None:
-        batch = torch.stack(
-            [self._input.read(c.read_start, c.read_length, self.total_frames) for c in chunks]
-        )
+        batch = torch.stack([self._network_input(one_pass, c) for c in chunks])
         with torch.inference_mode():
             estimates = one_pass.network.forward(batch)
+        filled = one_pass.chunking.fill != "none"
         for chunk, estimate in zip(chunks, estimates):
-            trim = (estimate.shape[-1] - chunk.length) // 2
+            # A filled chunk starts its input; otherwise it sits in the middle of it.
+            trim = 0 if filled else (estimate.shape[-1] - chunk.length) // 2
             one_pass.add(chunk, estimate[..., trim : trim + chunk.length])
             self._work_done += chunk.length
         if self.progress is not None:
@@ -466,7 +633,7 @@ class StreamingSeparator:
         estimate = estimate / totals[:, None, None]
         self._emitted = ready_until
         if self._normalise:
-            estimate = estimate * self._scale + self.mean
+            estimate = estimate * self._scale + self._mean
         return [estimate]
 
 
@@ -500,8 +667,7 @@ def separate_tensor(
     stems = len(networks[0].stem_weights)
     separator = StreamingSeparator(
         networks=networks, total_frames=mix.shape[-1], channels=mix.shape[0], stems=stems,
-        sample_rate=sample_rate, mean=statistics.mean, std=statistics.std,
-        settings=settings, device=device, progress=progress,
+        sample_rate=sample_rate, statistics=statistics, settings=settings, device=device, progress=progress,
     )
     outputs = []
     for begin in range(0, mix.shape[-1], block_frames):
@@ -510,11 +676,3 @@ def separate_tensor(
     if not outputs:
         return torch.zeros(stems, mix.shape[0], 0)
     return torch.cat([o.cpu() for o in outputs], dim=-1)
-
-
-def iter_blocks(blocks: Iterable[torch.Tensor], separator: StreamingSeparator
-                ) -> Iterator[torch.Tensor]:
-    """Drive a separator with a block iterator, yielding finished output blocks."""
-    for block in blocks:
-        yield from separator.push(block)
-    yield from separator.finish()

@@ -44,7 +44,7 @@ class WeightsUnavailableError(ModelError):
 
 
 class UnsafeCheckpointError(ModelError):
-    """A legacy checkpoint whose pickle asks for something other than plain data."""
+    """A pickled checkpoint that asks for something other than plain data and tensors."""
 
 
 class ChecksumError(ModelError):

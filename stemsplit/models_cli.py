@@ -8,81 +8,15 @@ Results go to stdout (tables, paths, ``--json``); messages and download bars to 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from typing import TYPE_CHECKING, Callable, List, Optional
 
 import typer
 
+from .terminal import complete_model, install_log_handler, report_error, run_command, stderr
+
 if TYPE_CHECKING:  # pragma: no cover
     from .registry import ModelSpec, Registry
-
-
-def complete_model(incomplete: str) -> list[str]:
-    """Shell completion of model names and aliases, from weights.toml only (names alone:
-    typer wraps long descriptions into zsh's completion script and breaks it)."""
-    try:
-        from .registry import load_registry
-
-        return [name for name, _ in load_registry().completions(incomplete)]
-    except Exception:  # a broken registry must not break the shell
-        return []
-
-
-def complete_for_implicit_separate(commands: tuple[str, ...]) -> None:
-    """Shell completion of ``stemsplit song.mp3 -n <TAB>``: the words the shell hands over
-    (bash: COMP_WORDS/COMP_CWORD; zsh, fish, PowerShell: _TYPER_COMPLETE_ARGS) get the
-    implied ``separate`` inserted, as main() does for a real command line."""
-    import os
-
-    if not any(key.endswith("_COMPLETE") and key.startswith("_STEMSPLIT") for key in os.environ):
-        return
-
-    def needs_separate(words: list[str], typed: int) -> bool:
-        return (typed >= 2 and len(words) >= 2 and words[1] not in commands
-                and not words[1].startswith("-"))
-
-    words = os.environ.get("COMP_WORDS")
-    if words is not None and os.environ.get("COMP_CWORD", "").isdigit():
-        split = words.split()
-        if needs_separate(split, int(os.environ["COMP_CWORD"])):
-            head, _, rest = words.partition(split[0])
-            os.environ["COMP_WORDS"] = f"{head}{split[0]} separate{rest}"
-            os.environ["COMP_CWORD"] = str(int(os.environ["COMP_CWORD"]) + 1)
-        return
-    line = os.environ.get("_TYPER_COMPLETE_ARGS")
-    if line:
-        split = line.split()
-        typed = len(split) if line.endswith(" ") else len(split) - 1
-        if needs_separate(split, typed):
-            head, _, rest = line.partition(split[0])
-            os.environ["_TYPER_COMPLETE_ARGS"] = f"{head}{split[0]} separate{rest}"
-
-
-class _StderrHandler(logging.Handler):
-    """Library log records as stderr lines: ``warning: ...`` for warnings, plain for info."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from .cli import stderr
-
-        try:
-            text = record.getMessage()
-        except Exception:  # pragma: no cover - a malformed record
-            return
-        prefix = "warning: " if record.levelno >= logging.WARNING else ""
-        stderr.print(prefix + text, markup=False)
-
-
-def install_log_handler(quiet: bool = False) -> None:
-    """Show the cache's notices (a corrupt file deleted, waiting for another download)."""
-    logger = logging.getLogger("stemsplit.cache")
-    for handler in list(logger.handlers):
-        if isinstance(handler, _StderrHandler):
-            logger.removeHandler(handler)
-    handler = _StderrHandler(level=logging.WARNING if quiet else logging.INFO)
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
 
 
 models_app = typer.Typer(
@@ -97,8 +31,6 @@ models_app = typer.Typer(
 
 
 def _run(body: Callable[[], int]) -> None:
-    from .cli import _run as run_command
-
     run_command(body)
 
 
@@ -153,7 +85,7 @@ def _print_table(table) -> None:  # noqa: ANN001
 
 
 def _model_row(spec: "ModelSpec", default: str) -> dict:
-    from .cache import is_cached, local_files
+    from .cache.inventory import is_cached, local_files
 
     files = local_files(spec)
     present = [local for local in files if local.path is not None]
@@ -225,27 +157,25 @@ def list_command(
 
 
 def _info_document(spec: "ModelSpec", default: str) -> dict:
-    from .cache import (ChecksumStore, expected_digest, hf_endpoint, is_cached, local_files)
+    from .cache.integrity import ChecksumStore, expected_digest
+    from .cache.inventory import is_cached, local_files
+    from .families import family_named
 
+    family = family_named(spec.family)
     store = ChecksumStore()
-    sources = []
-    if spec.hf_repo:
-        sources.append({"kind": "huggingface", "repo": spec.hf_repo,
-                        "url": f"{hf_endpoint()}/{spec.hf_repo}"})
-    if spec.legacy_url_root and spec.legacy_files:
-        sources.append({"kind": "legacy", "url": spec.legacy_url_root})
-    if spec.extra_files:
-        sources.append({"kind": "url", "urls": [file.location for file in spec.extra_files]})
     files = []
     for local in local_files(spec):
-        digest, origin = (expected_digest(local.path, local.file.sha256, store)
-                          if local.path is not None else (local.file.sha256, None))
-        if local.path is None and local.file.sha256 is not None:
-            origin = "its name" if local.file.source == "legacy" else "weights.toml"
+        if local.path is not None:
+            digest, origin = expected_digest(local.path, local.file.sha256, store,
+                                             recorded_from=local.file.sha256_from)
+        else:
+            digest = local.file.sha256
+            origin = local.file.sha256_from if digest is not None else None
         files.append({
             "file": local.file.filename,
-            "source": local.file.source,
+            "source": local.file.kind if local.file.source == "url" else local.file.source,
             "from": local.file.location,
+            "mirrors": list(local.file.mirrors),
             "member": local.file.member,
             "sha256": digest,
             "sha256_from": origin,
@@ -253,8 +183,9 @@ def _info_document(spec: "ModelSpec", default: str) -> dict:
             "cached": local.path is not None,
             "path": str(local.path) if local.path is not None else None,
             "size_bytes": local.size,
+            "published_size_bytes": local.file.size,
         })
-    return {
+    document = {
         "name": spec.name,
         "default": spec.name == default,
         "aliases": list(spec.aliases),
@@ -264,14 +195,13 @@ def _info_document(spec: "ModelSpec", default: str) -> dict:
         "stems": list(spec.stems),
         "sample_rate": spec.sample_rate,
         "sdr": spec.sdr,
-        "members": list(spec.members),
-        "bag_weights": [list(row) for row in spec.bag_weights] if spec.bag_weights else None,
-        "segment_seconds": spec.segment_seconds,
         "unsupported": spec.unsupported,
         "cached": is_cached(spec),
-        "sources": sources,
+        "sources": family.sources(spec),
         "files": files,
     }
+    document.update(family.details(spec))
+    return document
 
 
 def _info(name: str, as_json: bool) -> int:
@@ -292,18 +222,19 @@ def _info(name: str, as_json: bool) -> int:
     _out(f"  stems         {', '.join(spec.stems)}")
     _out(f"  sample rate   {spec.sample_rate} Hz")
     _out(f"  SDR           {f'{spec.sdr:.1f} dB (MUSDB18-HQ, published)' if spec.sdr else '-'}")
-    if spec.members:
-        _out(f"  bag           {len(spec.members)} member{'s' if len(spec.members) > 1 else ''}: "
-             f"{', '.join(spec.members)}")
+    from .families import family_named
+
+    for label, text in family_named(spec.family).detail_lines(spec):
+        _out(f"  {label:<13} {text}")
     _out(f"  cached        {'yes' if document['cached'] else 'no'}")
     _out("  sources (tried in this order)")
     for number, source in enumerate(document["sources"], 1):
         if source["kind"] == "huggingface":
             _out(f"    {number}. Hugging Face {source['repo']} ({source['url']})")
-        elif source["kind"] == "legacy":
-            _out(f"    {number}. {source['url']} (demucs' original packages)")
+        elif "urls" in source:
+            _out(f"    {number}. " + ", then ".join(source["urls"]))
         else:
-            _out(f"    {number}. " + ", ".join(source["urls"]))
+            _out(f"    {number}. {source['url']}" + (f" ({source['note']})" if source.get("note") else ""))
     _out("  files")
     width = max((len(f["file"]) for f in document["files"]), default=0)
     for entry in document["files"]:
@@ -336,8 +267,6 @@ class DownloadBars:
     """One progress bar per file on stderr when it is a terminal; nothing otherwise."""
 
     def __init__(self, quiet: bool) -> None:
-        from .cli import stderr
-
         self.progress = None
         self.tasks: dict[str, object] = {}
         if not quiet and stderr.is_terminal:
@@ -368,29 +297,14 @@ class DownloadBars:
 
 def _download_one(spec: "ModelSpec", bars: DownloadBars) -> list:
     """The model's local files after fetching what is missing, and those fetched now."""
-    from . import cache
+    from .cache.locations import offline_policy
+    from .families import family_named
 
-    if spec.family == "demucs" and spec.members:
-        resolved = cache.resolve_demucs_model(spec, offline=None, progress=bars)
-        return [resolved.member_paths, resolved.downloaded, resolved.origin]
-    if spec.extra_files:
-        before = {file.filename for file in spec.extra_files
-                  if (cache.url_files_dir() / file.filename).is_file()}
-        paths = cache.resolve_url_files(spec, offline=None, progress=bars)
-        fetched = [path for path in paths if path.name not in before]
-        if not fetched:
-            return [paths, fetched, str(cache.url_files_dir())]
-        from urllib.parse import urlsplit
-
-        hosts = sorted({urlsplit(file.location).netloc for file in spec.extra_files})
-        return [paths, fetched, ", ".join(hosts)]
-    from .errors import ModelError
-
-    raise ModelError(f"{spec.name}: weights.toml lists nothing to download for this model")
+    fetched = family_named(spec.family).fetch(spec, offline=offline_policy(None), progress=bars)
+    return [fetched.paths, fetched.downloaded, fetched.origin]
 
 
 def _download(names: Optional[List[str]], everything: bool, quiet: bool, as_json: bool) -> int:
-    from .cli import report_error, stderr
     from .errors import StemsplitError, UsageError
 
     if not names and not everything:
@@ -452,8 +366,7 @@ def download_command(
 
 
 def _verify(names: Optional[List[str]], keep: bool, as_json: bool) -> int:
-    from .cache import is_cached, local_files, verify_model
-    from .cli import stderr
+    from .cache.inventory import is_cached, local_files, verify_model
 
     install_log_handler()
     specs = _specs(names)
@@ -510,8 +423,7 @@ def verify_command(
 
 
 def _remove(names: Optional[List[str]], everything: bool, quiet: bool) -> int:
-    from .cache import remove_model
-    from .cli import stderr
+    from .cache.inventory import remove_model
     from .errors import UsageError
 
     if not names and not everything:
@@ -543,12 +455,12 @@ def remove_command(
 _PATH_ROLES = {
     "huggingface": "Hugging Face hub cache (HF_HOME, HF_HUB_CACHE): the hub files",
     "stemsplit": "STEMSPLIT_CACHE: checksums, locks, plain URL downloads",
-    "torch_hub": "demucs' torch hub cache (TORCH_HOME): legacy .th packages",
+    "torch_hub": "the torch hub cache (TORCH_HOME): checkpoints shared with torch.hub",
 }
 
 
 def _path(which: Optional[str], as_json: bool) -> int:
-    from .cache import cache_locations
+    from .cache.locations import cache_locations
     from .errors import UsageError
 
     locations = cache_locations()

@@ -23,7 +23,9 @@ import torch
 from . import audio
 from .engine import MixStatistics, SeparationSettings, StreamingSeparator
 from .errors import InputError, OutputError, StemsplitError, UsageError
+from .families.base import ChunkingRequest
 from .loading import LoadedModel, load_model
+from .stems import complement_name
 
 SPOOL_BLOCK_FRAMES = 1 << 18
 """Frames per block read from the spool and fed to the engine (~6 s at 44.1 kHz)."""
@@ -94,11 +96,6 @@ class StemSelection:
                 )
             names = [stem for stem in names if stem in self.only]
         return names
-
-
-def complement_name(stem: str) -> str:
-    """The name of 'everything but stem': accompaniment for vocals, else no_<stem>."""
-    return "accompaniment" if stem == "vocals" else f"no_{stem}"
 
 
 @dataclass
@@ -221,7 +218,7 @@ def _run_engine(
     blocks: Callable[[], Iterator[np.ndarray]],
     statistics: MixStatistics,
     settings: SeparationSettings,
-    segment_seconds: float | None,
+    chunking: ChunkingRequest,
     names: Sequence[str],
     selection: StemSelection,
     emit: Callable[[str, np.ndarray], None],
@@ -229,10 +226,9 @@ def _run_engine(
 ) -> None:
     """Separate the mixture that ``blocks()`` yields, calling emit(stem, block) in order."""
     separator = StreamingSeparator(
-        networks=model.engine_networks(segment_seconds), total_frames=statistics.frames,
+        networks=model.engine_networks(chunking), total_frames=statistics.frames,
         channels=model.audio_channels, stems=len(model.sources),
-        sample_rate=model.sample_rate, mean=statistics.mean, std=statistics.std,
-        settings=settings, device=model.device, progress=progress,
+        sample_rate=model.sample_rate, statistics=statistics, settings=settings, device=model.device, progress=progress,
     )
     # The raw mixture not yet matched by emitted stems (for --other-method minus).
     pending_mix = torch.zeros(model.audio_channels, 0)
@@ -321,7 +317,7 @@ class TrackJob:
         model: LoadedModel,
         *,
         settings: SeparationSettings = SeparationSettings(),
-        segment_seconds: float | None = None,
+        chunking: ChunkingRequest = ChunkingRequest(),
         selection: StemSelection = StemSelection(),
         options: OutputOptions = OutputOptions(),
         relative_dir: str = "",
@@ -332,7 +328,7 @@ class TrackJob:
         self.label = "-" if self.stream is not None else str(source)
         self.model = model
         self.settings = settings
-        self.segment_seconds = segment_seconds
+        self.chunking = chunking
         self.selection = selection
         self.options = options
         self.names = selection.output_names(model.sources)
@@ -414,7 +410,7 @@ class TrackJob:
             )
         _run_engine(
             model, self.spool.blocks, self.spool.statistics, self.settings,
-            self.segment_seconds, self.names, self.selection,
+            self.chunking, self.names, self.selection,
             lambda name, block: self.writers[name].write(block),
             lambda done, total: observer.track_progress(self.label, done, total),
         )
@@ -477,7 +473,7 @@ def separate_file(
     model: LoadedModel,
     *,
     settings: SeparationSettings = SeparationSettings(),
-    segment_seconds: float | None = None,
+    chunking: ChunkingRequest = ChunkingRequest(),
     selection: StemSelection = StemSelection(),
     options: OutputOptions = OutputOptions(),
     observer: Observer | None = None,
@@ -490,7 +486,7 @@ def separate_file(
     Errors the user can cause raise StemsplitError; no output or temporary file is left.
     """
     observer = observer or Observer()
-    job = TrackJob(path, model, settings=settings, segment_seconds=segment_seconds,
+    job = TrackJob(path, model, settings=settings, chunking=chunking,
                    selection=selection, options=options, relative_dir=relative_dir,
                    name_as=name_as)
     skipped = job.skipped()
@@ -514,7 +510,7 @@ def separate_array(
     model: LoadedModel,
     *,
     settings: SeparationSettings = SeparationSettings(),
-    segment_seconds: float | None = None,
+    chunking: ChunkingRequest = ChunkingRequest(),
     selection: StemSelection = StemSelection(),
 ) -> dict[str, np.ndarray]:
     """Separate an in-memory (channels, time) or (time,) float array; returns stem arrays.
@@ -538,7 +534,7 @@ def separate_array(
     names = selection.output_names(model.sources)
     collected: dict[str, list[np.ndarray]] = {name: [] for name in names}
     _run_engine(
-        model, lambda: iter([array]), statistics, settings, segment_seconds, names,
+        model, lambda: iter([array]), statistics, settings, chunking, names,
         selection, lambda name, block: collected[name].append(block.copy()), None,
     )
     stems = {name: np.concatenate(blocks, axis=-1) for name, blocks in collected.items()}
@@ -556,7 +552,7 @@ def separate(
     device: str | torch.device | None = "auto",
     shifts: int = 0,
     seed: int = 0,
-    overlap: float = 0.25,
+    overlap: float | None = None,
     segment_seconds: float | None = None,
     batch_size: int = 1,
     two_stems: str | None = None,
@@ -574,8 +570,8 @@ def separate(
     """
     if not isinstance(model, LoadedModel):
         model = load_model(model, device=resolve_device(device))
-    settings = SeparationSettings(overlap=overlap, shifts=shifts, seed=seed,
-                                  batch_size=batch_size)
+    settings = SeparationSettings(shifts=shifts, seed=seed, batch_size=batch_size)
+    chunking = ChunkingRequest(segment_seconds=segment_seconds, overlap=overlap)
     selection = StemSelection(two_stems=two_stems, other_method=other_method,
                               only=tuple(stems) if stems else None)
     if isinstance(source, (str, Path)):
@@ -589,12 +585,12 @@ def separate(
             mix = audio.decode(path, model.sample_rate, model.audio_channels)
             stems_at_model_rate = separate_array(
                 mix, model.sample_rate, model, settings=settings,
-                segment_seconds=segment_seconds, selection=selection)
+                chunking=chunking, selection=selection)
             return {name: audio.convert(stem, model.sample_rate, input_rate, stem.shape[0])
                     for name, stem in stems_at_model_rate.items()}
         options = OutputOptions(out_dir=Path(out_dir), **output_options)
         result = separate_file(source, model, settings=settings,
-                               segment_seconds=segment_seconds, selection=selection,
+                               chunking=chunking, selection=selection,
                                options=options)
         return result.outputs
     if sample_rate is None:
@@ -602,7 +598,7 @@ def separate(
     if out_dir is not None:
         raise UsageError("out_dir applies to file inputs; write the returned arrays yourself")
     return separate_array(source, sample_rate, model, settings=settings,
-                          segment_seconds=segment_seconds, selection=selection)
+                          chunking=chunking, selection=selection)
 
 
 __all__ = [

@@ -1,7 +1,12 @@
 """The model registry: weights.toml read into frozen ``ModelSpec`` records.
 
-Only the standard library is imported here, so ``--help``, ``stemsplit models`` and
-shell completion stay fast (no torch).
+A model's table holds the fields every model has (``COMMON_KEYS``: name, family, stems,
+sample rate, published SDR, description, aliases, files) and its family's own settings,
+which the family reads into its own typed, frozen config when the registry is read: an
+unknown or malformed key is an error then, not when the model is loaded.
+
+Only the standard library is imported here (and the families' adapters, which import
+nothing heavy), so ``--help``, ``stemsplit models`` and shell completion stay fast.
 
 ``STEMSPLIT_WEIGHTS_TOML=PATH`` replaces the packaged weights.toml (a private mirror, or a
 test registry whose URLs point at a loopback server).
@@ -14,7 +19,7 @@ import functools
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelError, UnknownModelError
@@ -27,26 +32,26 @@ WEIGHTS_TOML_VARIABLE = "STEMSPLIT_WEIGHTS_TOML"
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")
 
+COMMON_KEYS = frozenset({"family", "architecture", "description", "stems", "sample_rate", "sdr",
+                         "aliases", "unsupported", "files"})
+"""The fields every model has; every other key of a model's table is its family's."""
 
-def legacy_name_prefix(filename: str) -> str | None:
-    """The sha256 prefix in a demucs ``<sig>-<hex>.th`` name (8+ hex digits), if any."""
-    if not filename.endswith(".th"):
-        return None
-    stem = filename[: -len(".th")]
-    if "-" not in stem:
-        return None
-    prefix = stem.rsplit("-", 1)[1]
-    return prefix if _HEX.fullmatch(prefix) else None
+FILE_KEYS = frozenset({"url", "name", "sha256", "size", "member", "mirrors"})
 
 
 @dataclass(frozen=True)
 class ModelFile:
     """One published file of a model, and what is known about it before downloading.
 
-    ``source`` is ``"hf"`` (``location`` = the Hugging Face repo id), ``"legacy"`` (a demucs
-    ``.th`` package; ``location`` = its URL; cached in the torch hub folder) or ``"url"``
-    (``location`` = its URL; cached under STEMSPLIT_CACHE). ``sha256`` is the recorded hex
-    digest, or a prefix of it (legacy names carry 8 digits), or None when nothing is recorded.
+    ``source`` is ``"hf"`` (``location`` = the Hugging Face repo id; kept in the Hugging Face
+    cache) or ``"url"`` (``location`` = its URL, ``mirrors`` = other URLs of the same file,
+    tried in order; kept in the folder named by ``folder``: "weights" =
+    ``$STEMSPLIT_CACHE/weights``, "torch_hub" = ``$TORCH_HOME/hub/checkpoints``). ``sha256``
+    is the recorded hex digest, or a prefix of it, or None when nothing is recorded;
+    ``sha256_from`` says who recorded it. Files naming the same ``member`` are alternatives
+    (the same network from two sources); ``required`` False marks a file a model can do
+    without. ``kind`` names the source for ``stemsplit models info`` ("url" unless the family
+    says otherwise).
     """
 
     filename: str
@@ -54,7 +59,12 @@ class ModelFile:
     location: str
     sha256: str | None = None
     size: int | None = None
-    member: str | None = None  # the bag member signature; None for a bag file
+    member: str | None = None
+    mirrors: tuple[str, ...] = ()
+    folder: str = "weights"
+    sha256_from: str = "weights.toml"
+    required: bool = True
+    kind: str = "url"
 
     @property
     def sha256_is_prefix(self) -> bool:
@@ -63,7 +73,8 @@ class ModelFile:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything stemsplit knows about one published model before loading it."""
+    """Everything stemsplit knows about one published model before loading it: what every
+    model has, and ``config``, its family's own typed reading of the rest of its table."""
 
     name: str
     family: str
@@ -73,61 +84,15 @@ class ModelSpec:
     sample_rate: int
     sdr: float | None = None
     aliases: tuple[str, ...] = ()
-    hf_repo: str | None = None
-    bag_file: str | None = None
-    members: tuple[str, ...] = ()
-    bag_weights: tuple[tuple[float, ...], ...] | None = None
-    segment_seconds: float | None = None
-    legacy_url_root: str | None = None
-    legacy_files: tuple[str, ...] = ()
+    files: tuple[ModelFile, ...] = ()
     unsupported: str | None = None
-    sha256: tuple[tuple[str, str], ...] = ()  # (file name, recorded hex digest or prefix)
-    extra_files: tuple[ModelFile, ...] = ()  # [[models.X.files]]: plain URL downloads
-    parameters: tuple[tuple[str, object], ...] = ()  # family settings (MDX-Net: n_fft, ...)
+    config: object = None
 
-    def parameter(self, key: str, default: object = None) -> object:
-        """A family-specific setting from the model's ``parameters`` table."""
-        return dict(self.parameters).get(key, default)
-
-    def recorded_sha256(self, filename: str) -> str | None:
-        """weights.toml's digest for ``filename``, else the prefix in a legacy name."""
-        for name, digest in self.sha256:
-            if name == filename:
-                return digest
-        return legacy_name_prefix(filename)
-
-    @property
-    def files(self) -> tuple[ModelFile, ...]:
-        """Every published file: the Hugging Face bag file and members, then the legacy
-        ``.th`` packages (the same members, the fallback source), then plain URL files."""
-        result: list[ModelFile] = []
-        if self.hf_repo:
-            if self.bag_file:
-                result.append(ModelFile(self.bag_file, "hf", self.hf_repo,
-                                        self.recorded_sha256(self.bag_file)))
-            for sig in self.members:
-                name = f"{sig}.safetensors"
-                result.append(ModelFile(name, "hf", self.hf_repo, self.recorded_sha256(name),
-                                        member=sig))
-        for filename in self.legacy_files:
-            url = (self.legacy_url_root or "") + filename
-            result.append(ModelFile(filename, "legacy", url, self.recorded_sha256(filename),
-                                    member=filename.split("-", 1)[0]))
-        result.extend(self.extra_files)
-        return tuple(result)
-
-    @property
-    def legacy_urls(self) -> tuple[str, ...]:
-        """Full URLs of the legacy ``.th`` packages, one per member."""
-        if not self.legacy_url_root:
-            return ()
-        return tuple(self.legacy_url_root + filename for filename in self.legacy_files)
-
-    def legacy_file_for(self, member: str) -> str | None:
-        """The legacy file name (``<sig>-<sha8>.th``) of one member, if recorded."""
-        for filename in self.legacy_files:
-            if filename.split("-", 1)[0] == member:
-                return filename
+    def file(self, filename: str) -> ModelFile | None:
+        """The published file of that name, if any."""
+        for file in self.files:
+            if file.filename == filename:
+                return file
         return None
 
 
@@ -137,6 +102,8 @@ class Registry:
 
     models: dict[str, ModelSpec]
     default_model: str
+    stems_models: dict[int, str] = field(default_factory=dict)
+    """``--stems N`` -> the model that gives N stems (weights.toml's ``[stems]``)."""
 
     def names(self) -> list[str]:
         return list(self.models)
@@ -171,64 +138,67 @@ class Registry:
         )
 
 
-def _tuple_of_tuples(rows: list[list[float]] | None) -> tuple[tuple[float, ...], ...] | None:
-    if rows is None:
-        return None
-    return tuple(tuple(float(value) for value in row) for row in rows)
-
-
-def _digest(value: object, where: str) -> str:
+def parse_digest(value: object, where: str) -> str:
+    """A sha256 hex digest (or a prefix of 8+ digits) from weights.toml, lower case."""
     digest = str(value).strip().lower()
     if not _HEX.fullmatch(digest):
         raise ModelError(f"weights.toml: {where}: sha256 must be 8 to 64 hex digits, not {value!r}")
     return digest
 
 
-def _extra_files(name: str, entries: list) -> tuple[ModelFile, ...]:
+def _url_files(name: str, entries: object) -> tuple[ModelFile, ...]:
+    """``files = [{ url, name, sha256, size, member, mirrors }, ...]``: plain URL downloads."""
+    if not isinstance(entries, list):
+        raise ModelError(f"weights.toml: model '{name}': files must be a list of tables")
     files = []
     for entry in entries:
         if not isinstance(entry, dict) or "url" not in entry:
             raise ModelError(f"weights.toml: model '{name}': each [[files]] entry needs a url")
+        unknown = sorted(set(entry) - FILE_KEYS)
+        if unknown:
+            raise ModelError(f"weights.toml: model '{name}': unknown file key '{unknown[0]}'",
+                             hint=f"a file has {', '.join(sorted(FILE_KEYS))}")
         url = str(entry["url"])
         filename = str(entry.get("name") or url.rsplit("/", 1)[-1].split("?", 1)[0])
         if not filename or "/" in filename or filename.startswith("."):
             raise ModelError(f"weights.toml: model '{name}': bad file name {filename!r}")
-        digest = entry.get("sha256")
-        size = entry.get("size")
+        digest, size = entry.get("sha256"), entry.get("size")
+        mirrors = entry.get("mirrors", [])
+        if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
+            raise ModelError(f"weights.toml: model '{name}': mirrors must be a list of URLs")
         files.append(ModelFile(
             filename, "url", url,
-            _digest(digest, f"model '{name}' file {filename}") if digest is not None else None,
+            parse_digest(digest, f"model '{name}' file {filename}") if digest is not None else None,
             int(size) if size is not None else None,
-            member=entry.get("member"),
+            member=entry.get("member"), mirrors=tuple(mirrors),
         ))
     return tuple(files)
 
 
 def _spec_from_table(name: str, table: dict) -> ModelSpec:
+    from .families import family_named
+
+    if not isinstance(table, dict):
+        raise ModelError(f"weights.toml: model '{name}' is not a table")
     try:
+        family_name = table["family"]
+        family = family_named(family_name)
+        if family is None:
+            raise ModelError(f"weights.toml: model '{name}': unknown family '{family_name}'")
+        own = {key: value for key, value in table.items() if key not in COMMON_KEYS}
+        config, files = family.parse(name, own, _url_files(name, table.get("files", [])))
         return ModelSpec(
             name=name,
-            family=table["family"],
-            architecture=table.get("architecture", table["family"]),
+            family=family_name,
+            architecture=table.get("architecture", family_name),
             description=table.get("description", ""),
             stems=tuple(table["stems"]),
             sample_rate=int(table["sample_rate"]),
             sdr=table.get("sdr"),
             aliases=tuple(table.get("aliases", ())),
-            hf_repo=table.get("hf_repo"),
-            bag_file=table.get("bag_file"),
-            members=tuple(table.get("members", ())),
-            bag_weights=_tuple_of_tuples(table.get("bag_weights")),
-            segment_seconds=table.get("segment_seconds"),
-            legacy_url_root=table.get("legacy_url_root"),
-            legacy_files=tuple(table.get("legacy_files", ())),
+            files=tuple(files),
             unsupported=table.get("unsupported"),
-            sha256=tuple(
-                (str(filename), _digest(digest, f"model '{name}' file {filename}"))
-                for filename, digest in table.get("sha256", {}).items()
-            ),
-            extra_files=_extra_files(name, table.get("files", [])),
-            parameters=tuple(sorted(dict(table.get("parameters", {})).items())),
+            config=config,
         )
     except KeyError as missing:
         raise ModelError(f"weights.toml: model '{name}' lacks the field {missing}") from None
@@ -268,8 +238,17 @@ def _load_registry(path: Path, version: tuple[int, int] | None = None) -> Regist
             document = tomllib.load(file)
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ModelError(f"{path}: unreadable model registry ({error})") from None
-    models = {name: _spec_from_table(name, table) for name, table in document["models"].items()}
+    models = {name: _spec_from_table(name, table)
+              for name, table in document.get("models", {}).items()}
+    if not models:
+        raise ModelError(f"{path}: the model registry lists no models")
     default_model = document.get("default_model", next(iter(models)))
     if default_model not in models:
         raise ModelError(f"weights.toml: default model '{default_model}' is not listed")
-    return Registry(models=models, default_model=default_model)
+    stems_models = {}
+    for count, model in dict(document.get("stems", {})).items():
+        if not str(count).isdigit() or model not in models:
+            raise ModelError(f"weights.toml: [stems] {count} = {model!r}: a stem count and a "
+                             "listed model")
+        stems_models[int(count)] = model
+    return Registry(models=models, default_model=default_model, stems_models=stems_models)

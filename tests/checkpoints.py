@@ -397,7 +397,33 @@ def spec_with_legacy_files(spec: Any, th_paths: Sequence[Path], url_root: str | 
         hf_repo=None,
     )
     fields.update(changes)
-    return dataclasses.replace(spec, **fields)
+    return demucs_spec(spec, **fields)
+
+
+def demucs_spec(spec: Any, **changes: Any) -> Any:
+    """A demucs ``ModelSpec`` with some fields changed: those every model has, or its demucs
+    settings (``hf_repo``, ``members``, ``legacy_files``, ``sha256``, ...). Its files are
+    worked out again by the demucs family, as the registry does."""
+    from stemsplit.families.demucs import FAMILY
+
+    own = {field.name for field in dataclasses.fields(spec.config)}
+    config = dataclasses.replace(spec.config, **{k: v for k, v in changes.items() if k in own})
+    table: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if value is None or value == ():
+            continue
+        if field.name == "sha256":
+            value = dict(value)
+        elif field.name == "bag_weights":
+            value = [list(row) for row in value]
+        elif isinstance(value, tuple):
+            value = list(value)
+        table[field.name] = value
+    extra = tuple(file for file in spec.files if file.source == "url" and file.kind == "url")
+    config, files = FAMILY.parse(spec.name, table, extra)
+    common = {k: v for k, v in changes.items() if k not in own}
+    return dataclasses.replace(spec, config=config, files=files, **common)
 
 
 # --------------------------------------------------------------------------- HTTP server

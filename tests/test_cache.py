@@ -6,7 +6,6 @@ loopback port unless a test sets it (see conftest.isolated_caches).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import shutil
@@ -18,15 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from stemsplit.cache import (
-    ResolvedBag,
-    hf_cache_dir,
-    is_cached,
-    resolve_demucs_model,
-    resolve_weights_path,
-    torch_hub_checkpoints_dir,
-)
-from stemsplit.checkpoint import read_checkpoint, read_safetensors_member
+from stemsplit.cache.inventory import is_cached
+from stemsplit.cache.locations import hf_cache_dir, torch_hub_checkpoints_dir
+from stemsplit.families.demucs_checkpoint import read_checkpoint, read_safetensors_member
+from stemsplit.families.demucs_files import ResolvedBag, resolve_demucs_model, resolve_weights_path
 from stemsplit.errors import ChecksumError, ModelError, WeightsUnavailableError
 from stemsplit.registry import load_registry
 from tests.checkpoints import (
@@ -39,6 +33,7 @@ from tests.checkpoints import (
     hf_repo_dir,
     load_member_module,
     make_demucs_member,
+    demucs_spec,
     spec_with_legacy_files,
     write_hf_bag,
     write_legacy_th,
@@ -64,7 +59,7 @@ def _no_partial_files(folder: Path) -> list[str]:
 def test_hf_cache_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = REGISTRY.get("htdemucs_ft")
     members = [(*HT, seed) for seed in (1, 2)]
-    sigs = write_hf_bag(_hf_home(), "htdemucs_ft", spec.hf_repo, members,
+    sigs = write_hf_bag(_hf_home(), "htdemucs_ft", spec.config.hf_repo, members,
                         weights=[[1, 0, 0, 1], [0, 1, 1, 0]], segment=7.5)
     started = time.monotonic()
     bag = resolve_demucs_model(spec, offline=True)
@@ -85,7 +80,7 @@ def test_hf_cache_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_hf_cache_is_found_without_network_even_online(file_server, monkeypatch: pytest.MonkeyPatch) -> None:
     """Cached files are used as they are: the Hub is not asked (the server counts 0)."""
     spec = REGISTRY.get("htdemucs")
-    write_hf_bag(_hf_home(), "htdemucs", spec.hf_repo, [(*HT, 0, "955717e8")])
+    write_hf_bag(_hf_home(), "htdemucs", spec.config.hf_repo, [(*HT, 0, "955717e8")])
     monkeypatch.setenv("HF_ENDPOINT", file_server.url.rstrip("/"))
     bag = resolve_demucs_model(spec, offline=False)
     assert bag.member_paths[0].name == "955717e8.safetensors"
@@ -145,7 +140,7 @@ def test_offline_flag_hint_names_the_flag() -> None:
 
 def test_no_network_fails_fast_with_one_line() -> None:
     """Hub endpoint and legacy URLs on closed ports: a clear error in well under the timeouts."""
-    spec = dataclasses.replace(REGISTRY.get("htdemucs"),
+    spec = demucs_spec(REGISTRY.get("htdemucs"),
                                legacy_url_root=f"http://127.0.0.1:{closed_port()}/demucs/")
     started = time.monotonic()
     with pytest.raises(WeightsUnavailableError) as caught:
@@ -159,7 +154,7 @@ def test_no_network_fails_fast_with_one_line() -> None:
 
 def test_unresolvable_host_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", "https://no-such-host.invalid")
-    spec = dataclasses.replace(REGISTRY.get("htdemucs"), legacy_url_root="https://no-such-host.invalid/x/")
+    spec = demucs_spec(REGISTRY.get("htdemucs"), legacy_url_root="https://no-such-host.invalid/x/")
     started = time.monotonic()
     with pytest.raises(WeightsUnavailableError) as caught:
         resolve_demucs_model(spec, offline=False)
@@ -174,14 +169,14 @@ def test_hf_download_from_a_hub_endpoint(file_server, monkeypatch: pytest.Monkey
     """A loopback stand-in for the Hub: files land in the real HF cache, then work offline."""
     spec = REGISTRY.get("htdemucs_ft")
     module, sig = make_demucs_member(*HT, 8)
-    repo = file_server.root / spec.hf_repo
+    repo = file_server.root / spec.config.hf_repo
     write_safetensors_member(module, HTDEMUCS, [], SMALL_KWARGS[HTDEMUCS], repo / f"{sig}.safetensors")
     (repo / "htdemucs_ft.yaml").write_text(bag_yaml_text([sig], weights=[[1, 1, 1, 1]]))
     monkeypatch.setenv("HF_ENDPOINT", file_server.url.rstrip("/"))
     calls: list[tuple] = []
     bag = resolve_demucs_model(spec, offline=False, progress=lambda *args: calls.append(args))
     assert bag.member_paths[0].name == f"{sig}.safetensors"
-    assert hf_repo_dir(_hf_home(), spec.hf_repo) in bag.member_paths[0].resolve().parents
+    assert hf_repo_dir(_hf_home(), spec.config.hf_repo) in bag.member_paths[0].resolve().parents
     assert bag.weights == [[1, 1, 1, 1]]
     assert "Hugging Face" in bag.origin
     size = (repo / f"{sig}.safetensors").stat().st_size
@@ -276,9 +271,9 @@ def test_http_error_is_reported(file_server) -> None:
 
 def test_refused_connection_is_quick() -> None:
     th_name = "955717e8-8726e21a.th"
-    spec = dataclasses.replace(REGISTRY.get("htdemucs"), hf_repo=None,
+    spec = demucs_spec(REGISTRY.get("htdemucs"), hf_repo=None,
                                legacy_url_root=f"http://127.0.0.1:{closed_port()}/")
-    assert spec.legacy_file_for("955717e8") == th_name
+    assert spec.config.legacy_file_for("955717e8") == th_name
     started = time.monotonic()
     with pytest.raises(WeightsUnavailableError) as caught:
         resolve_demucs_model(spec, offline=False)
@@ -301,7 +296,7 @@ def test_damaged_torch_cache_file_is_replaced(file_server) -> None:
 
 def test_unsupported_model_touches_nothing(file_server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", file_server.url.rstrip("/"))
-    spec = dataclasses.replace(REGISTRY.get("mdx_q"), legacy_url_root=file_server.url)
+    spec = demucs_spec(REGISTRY.get("mdx_q"), legacy_url_root=file_server.url)
     with pytest.raises(ModelError, match="diffq") as caught:
         resolve_demucs_model(spec, offline=False)
     assert not isinstance(caught.value, WeightsUnavailableError)
@@ -325,7 +320,7 @@ def bag_folder(tmp_path: Path) -> tuple[Path, list[str]]:
 
 def test_repo_dir(bag_folder, file_server) -> None:
     folder, sigs = bag_folder
-    spec = dataclasses.replace(REGISTRY.get("htdemucs"), name="mybag", bag_file="mybag.yaml",
+    spec = demucs_spec(REGISTRY.get("htdemucs"), name="mybag", bag_file="mybag.yaml",
                                legacy_url_root=file_server.url)
     bag = resolve_demucs_model(spec, offline=False, repo_dir=folder)
     assert [p.name.split(".")[0].split("-")[0] for p in bag.member_paths] == sigs
@@ -343,7 +338,7 @@ def test_repo_dir_checks_th_checksums(bag_folder) -> None:
     folder, sigs = bag_folder
     th = next(folder.glob("*.th"))
     th.write_bytes(th.read_bytes() + b"x")
-    spec = dataclasses.replace(REGISTRY.get("htdemucs"), name="mybag", bag_file="mybag.yaml")
+    spec = demucs_spec(REGISTRY.get("htdemucs"), name="mybag", bag_file="mybag.yaml")
     with pytest.raises(ChecksumError, match=th.name):
         resolve_demucs_model(spec, offline=True, repo_dir=folder)
 
@@ -384,10 +379,10 @@ def test_weights_path_errors(bag_folder, tmp_path: Path) -> None:
 def test_is_cached_needs_every_member() -> None:
     spec = REGISTRY.get("htdemucs_ft")
     assert not is_cached(spec)
-    write_hf_bag(_hf_home(), "htdemucs_ft", spec.hf_repo,
+    write_hf_bag(_hf_home(), "htdemucs_ft", spec.config.hf_repo,
                  [(*HT, 1, "f7e0c4bc"), (*HT, 2, "d12395a8"), (*HT, 3, "92cfc3b6")])
     assert not is_cached(spec)
-    write_hf_bag(_hf_home(), "htdemucs_ft", spec.hf_repo,
+    write_hf_bag(_hf_home(), "htdemucs_ft", spec.config.hf_repo,
                  [(*HT, 1, "f7e0c4bc"), (*HT, 2, "d12395a8"), (*HT, 3, "92cfc3b6"), (*HT, 4, "04573f0d")])
     assert is_cached(spec)
 
@@ -405,23 +400,24 @@ def test_hf_home_is_read_at_call_time(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def _count_hashing(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    from stemsplit import cache
+    from stemsplit.cache import integrity
 
     calls: list[Path] = []
-    original = cache._digests_of
+    original = integrity.digests_of
 
     def counting(path, git):  # noqa: ANN001, ANN202
         calls.append(Path(path))
         return original(path, git)
 
-    monkeypatch.setattr(cache, "_digests_of", counting)
+    monkeypatch.setattr(integrity, "digests_of", counting)
     return calls
 
 
 def test_remembered_digest_makes_later_loads_cheap(file_server, monkeypatch: pytest.MonkeyPatch) -> None:
     """A download records its full sha256 with size and mtime; a later load trusts the file
     without hashing while those match, and hashes it again once it changed."""
-    from stemsplit.cache import ChecksumStore, stemsplit_cache_dir
+    from stemsplit.cache.integrity import ChecksumStore
+    from stemsplit.cache.locations import stemsplit_cache_dir
 
     th = write_legacy_th(file_server.root, None, *HT, seed=11)
     spec = spec_with_legacy_files(REGISTRY.get("htdemucs"), [th], url_root=file_server.url)
@@ -459,9 +455,9 @@ def test_recorded_sha256_overrides_a_matching_blob_name(file_server, monkeypatch
     """weights.toml's digest is checked too: a file consistent with its blob name but not with
     the published digest is rejected."""
     spec = REGISTRY.get("htdemucs")
-    write_hf_bag(_hf_home(), "htdemucs", spec.hf_repo, [(*HT, 0, "955717e8")])
+    write_hf_bag(_hf_home(), "htdemucs", spec.config.hf_repo, [(*HT, 0, "955717e8")])
     assert resolve_demucs_model(spec, offline=True).member_paths
-    wrong = dataclasses.replace(spec, sha256=(("955717e8.safetensors", "0" * 64),))
+    wrong = demucs_spec(spec, sha256=(("955717e8.safetensors", "0" * 64),))
     with pytest.raises(WeightsUnavailableError, match="expected 0000000000000000... from weights.toml"):
         resolve_demucs_model(wrong, offline=True)
     assert not is_cached(spec)
@@ -469,7 +465,7 @@ def test_recorded_sha256_overrides_a_matching_blob_name(file_server, monkeypatch
 
 def test_git_blob_names_are_checked(tmp_path: Path) -> None:
     """Small files in the HF cache are named by their git blob id, not their sha256."""
-    from stemsplit.cache import check_file
+    from stemsplit.cache.integrity import check_file
 
     data = b"models: [955717e8]\n"
     git_id = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
@@ -489,13 +485,13 @@ def test_git_blob_names_are_checked(tmp_path: Path) -> None:
 def test_stdlib_hf_lookup_agrees_with_huggingface_hub() -> None:
     from huggingface_hub import try_to_load_from_cache
 
-    from stemsplit.cache import _hf_cached
+    from stemsplit.cache.hub import hf_cached as _hf_cached
 
     spec = REGISTRY.get("htdemucs_ft")
-    write_hf_bag(_hf_home(), "htdemucs_ft", spec.hf_repo, [(*HT, 1, "f7e0c4bc")])
+    write_hf_bag(_hf_home(), "htdemucs_ft", spec.config.hf_repo, [(*HT, 1, "f7e0c4bc")])
     for filename in ("htdemucs_ft.yaml", "f7e0c4bc.safetensors", "d12395a8.safetensors"):
-        theirs = try_to_load_from_cache(spec.hf_repo, filename, cache_dir=str(hf_cache_dir()))
-        ours = _hf_cached(spec.hf_repo, filename, hf_cache_dir())
+        theirs = try_to_load_from_cache(spec.config.hf_repo, filename, cache_dir=str(hf_cache_dir()))
+        ours = _hf_cached(spec.config.hf_repo, filename, hf_cache_dir())
         assert (str(ours) if ours else None) == (theirs if isinstance(theirs, str) else None)
     assert _hf_cached("adefossez/Nothing", "x.yaml", hf_cache_dir()) is None
 
@@ -503,7 +499,7 @@ def test_stdlib_hf_lookup_agrees_with_huggingface_hub() -> None:
 def test_file_lock_makes_the_second_holder_wait(tmp_path: Path) -> None:
     import threading
 
-    from stemsplit.cache import file_lock
+    from stemsplit.cache.locks import file_lock
 
     target = tmp_path / "model.th"
     order: list[str] = []
@@ -537,7 +533,10 @@ def test_unwritable_stemsplit_cache_does_not_stop_a_download(file_server, tmp_pa
 
 
 def test_offline_reason_names_what_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stemsplit.cache import offline_reason
+    from stemsplit.cache.locations import offline_policy
+
+    def offline_reason(offline):  # noqa: ANN001, ANN202
+        return offline_policy(offline).reason
 
     assert offline_reason(False) == "" and offline_reason(None) == ""
     assert offline_reason(True) == "--offline"
@@ -549,15 +548,15 @@ def test_offline_reason_names_what_set_it(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_remove_model_clears_every_snapshot_and_the_repo_folder() -> None:
-    from stemsplit.cache import local_files, remove_model
+    from stemsplit.cache.inventory import local_files, remove_model
     from tests.checkpoints import hf_put_file
 
     spec = REGISTRY.get("htdemucs")
-    hf_put_file(_hf_home(), spec.hf_repo, "955717e8.safetensors", b"old")
-    repo = hf_repo_dir(_hf_home(), spec.hf_repo)
+    hf_put_file(_hf_home(), spec.config.hf_repo, "955717e8.safetensors", b"old")
+    repo = hf_repo_dir(_hf_home(), spec.config.hf_repo)
     (repo / "refs" / "main").write_text("f" * 40)  # a newer revision
-    hf_put_file(_hf_home(), spec.hf_repo, "955717e8.safetensors", b"new")
-    hf_put_file(_hf_home(), spec.hf_repo, "htdemucs.yaml", b"models: [955717e8]\n")
+    hf_put_file(_hf_home(), spec.config.hf_repo, "955717e8.safetensors", b"new")
+    hf_put_file(_hf_home(), spec.config.hf_repo, "htdemucs.yaml", b"models: [955717e8]\n")
     assert [local.size for local in local_files(spec)][:2] == [19, 3]
     removed = remove_model(spec, list(REGISTRY.models.values()))
     assert len(removed) == 3 and not repo.exists()
@@ -577,7 +576,7 @@ def test_registry_sha256_table_and_url_files(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("STEMSPLIT_WEIGHTS_TOML", str(path))
     registry = load()
     a, b = registry.get("a"), registry.get("b")
-    assert [(f.filename, f.source, f.sha256) for f in a.files] == [
+    assert [(f.filename, f.kind if f.source == "url" else f.source, f.sha256) for f in a.files] == [
         ("a.yaml", "hf", None), ("abc.safetensors", "hf", "ab" * 32),
         ("abc-0123abcd.th", "legacy", "0123abcd")]
     assert a.files[2].sha256_is_prefix and a.files[2].location == "http://h/abc-0123abcd.th"
@@ -593,12 +592,16 @@ def test_registry_sha256_table_and_url_files(tmp_path: Path, monkeypatch: pytest
 
 
 def test_url_files_offline_and_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from stemsplit.cache import resolve_url_files, url_files_dir
+    from stemsplit.cache.http import resolve_url_files as resolve
+    from stemsplit.cache.locations import url_files_dir
     from stemsplit.registry import ModelFile
 
-    spec = dataclasses.replace(
-        REGISTRY.get("htdemucs"), name="net", family="mdx", hf_repo=None, members=(),
-        legacy_files=(), extra_files=(ModelFile("net.onnx", "url", f"http://127.0.0.1:{closed_port()}/net.onnx"),))
+    files = [ModelFile("net.onnx", "url", f"http://127.0.0.1:{closed_port()}/net.onnx")]
+
+    def resolve_url_files(spec, offline):  # noqa: ANN001, ANN202
+        return resolve("net", files, offline=offline)
+
+    spec = None
     with pytest.raises(WeightsUnavailableError) as caught:
         resolve_url_files(spec, offline=True)
     assert "net.onnx missing" in str(caught.value) and str(url_files_dir()) in str(caught.value)

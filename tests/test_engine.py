@@ -8,10 +8,14 @@ import pytest
 import torch
 
 from stemsplit.engine import (
+    Chunking,
     MixStatistics,
     Network,
+    Normalisation,
     SeparationSettings,
     StreamingSeparator,
+    Window,
+    overlap_stride,
     separate_tensor,
     transition_window,
 )
@@ -59,11 +63,19 @@ class ContextNet(torch.nn.Module):
         return out.view(batch, len(self.sources), channels, length)
 
 
-def as_network(model, weights=None):
+def demucs_chunking(length: int, overlap: float = 0.25, power: float = 1.0,
+                    input_length=None) -> Chunking:
+    """demucs' apply_model chunking (the demucs family builds the same value)."""
+    return Chunking(length=length, stride=overlap_stride(overlap, length),
+                    window=Window("triangle", power=power), input_length=input_length,
+                    normalise=Normalisation(unbiased=True, epsilon=1e-8))
+
+
+def as_network(model, weights=None, overlap: float = 0.25, power: float = 1.0):
     return Network(
         forward=model,
-        segment_length=int(model.samplerate * model.segment),
-        valid_length=model.valid_length,
+        chunking=demucs_chunking(int(model.samplerate * model.segment), overlap, power,
+                                 model.valid_length),
         stem_weights=tuple(weights or [1.0] * len(model.sources)),
     )
 
@@ -73,8 +85,7 @@ def as_network(model, weights=None):
 def test_identity_returns_the_input(length, shifts):
     torch.manual_seed(length)
     mix = torch.randn(2, length) * 0.3 + 0.05
-    network = Network(Identity(), segment_length=1300, valid_length=lambda n: n,
-                      stem_weights=(1.0,) * 4)
+    network = Network(Identity(), chunking=demucs_chunking(1300), stem_weights=(1.0,) * 4)
     settings = SeparationSettings(shifts=shifts, seed=3, max_shift_seconds=0.5)
     out = separate_tensor(mix, [network], SAMPLE_RATE, settings, block_frames=700)
     assert out.shape == (4, 2, length)
@@ -84,7 +95,7 @@ def test_identity_returns_the_input(length, shifts):
 
 def test_identity_on_digital_silence_is_silence():
     mix = torch.zeros(2, 4000)
-    network = Network(Identity(), 1300, lambda n: n, (1.0,) * 4)
+    network = Network(Identity(), demucs_chunking(1300), (1.0,) * 4)
     out = separate_tensor(mix, [network], SAMPLE_RATE)
     assert torch.isfinite(out).all() and out.abs().max() == 0
 
@@ -109,8 +120,8 @@ def test_matches_demucs_apply_model(length, overlap, power, pad_to):
     model = ContextNet(1, pad_to=pad_to)
     expected = demucs_reference([model], mix, shifts=0, overlap=overlap,
                                 transition_power=power)
-    settings = SeparationSettings(overlap=overlap, transition_power=power)
-    ours = separate_tensor(mix, [as_network(model)], SAMPLE_RATE, settings, block_frames=333)
+    ours = separate_tensor(mix, [as_network(model, overlap=overlap, power=power)], SAMPLE_RATE,
+                           block_frames=333)
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -136,7 +147,7 @@ def test_memory_stays_bounded_while_streaming():
     model = ContextNet(4)
     network = as_network(model)
     total = 200_000
-    separator = StreamingSeparator([network], total, 2, 4, SAMPLE_RATE, 0.0, 1.0)
+    separator = StreamingSeparator([network], total, 2, 4, SAMPLE_RATE, _statistics(0.0, 1.0))
     emitted = 0
     largest_window = 0
     for begin in range(0, total, 500):
@@ -147,6 +158,14 @@ def test_memory_stays_bounded_while_streaming():
         emitted += block.shape[-1]
     assert emitted == total
     assert largest_window <= 2 * network.segment_length + 500
+
+
+def _statistics(mean: float, std: float) -> MixStatistics:
+    """Statistics of a two-sample track with this mean and unbiased std."""
+    statistics = MixStatistics()
+    half = std / 2 ** 0.5
+    statistics.update(torch.tensor([[mean - half, mean + half]] * 2, dtype=torch.float64))
+    return statistics
 
 
 def test_same_seed_same_stems_and_shifts_change_them():
@@ -175,3 +194,118 @@ def test_statistics_match_torch():
 def test_transition_window_is_demucs_triangle():
     window = transition_window(7, 1.0)
     torch.testing.assert_close(window, torch.tensor([1, 2, 3, 4, 3, 2, 1]) / 4.0)
+
+
+# -- chunking strategies ------------------------------------------------------------------
+STRATEGIES = {
+    "demucs": lambda: Chunking(1300, 975, Window("triangle", power=2.0),
+                               input_length=lambda n: n + (-n) % 64 + 64),
+    "uvr": lambda: Chunking(1300, 975, Window("hann"), border=lambda n: (200, 1100 - n % 900),
+                            fill="zeros", normalise=None),
+    "uvr_without_overlap": lambda: Chunking(1300, 1300, Window("rectangular"), fill="zeros",
+                                            border=lambda n: (200, 1100 - n % 900),
+                                            normalise=None),
+    "zfturbo": lambda: Chunking(
+        1300, 650, Window("linear_fade", fade=130),
+        border=lambda n: (650, 650) if n > 1300 else (0, 0), border_mode="reflect",
+        fill="reflect", normalise=None),
+    "zfturbo_thirds": lambda: Chunking(
+        1300, 1300 // 3, Window("linear_fade", fade=130),
+        border=lambda n: (867, 867) if n > 2 * 867 else (0, 0), border_mode="reflect",
+        fill="reflect", normalise=Normalisation(unbiased=False, epsilon=0.0)),
+    "hamming_aligned": lambda: Chunking(1300, 650, Window("hamming"), last_chunk="align_end",
+                                        fill="zeros", normalise=None),
+}
+
+
+class ShiftedIdentity(torch.nn.Module):
+    """Identity through a padded input: any input longer than the chunk is an error."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def forward(self, mix):
+        assert mix.shape[-1] <= self.limit + 128
+        return mix[:, None].expand(-1, 2, -1, -1).clone()
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("length", [1, 400, 1299, 1300, 1301, 2601, 9000])
+@pytest.mark.parametrize("shifts", [0, 1])
+def test_identity_for_every_strategy(strategy, length, shifts):
+    """Whatever the window, borders, fill and last-chunk rule, an identity network gives the
+    input back: inputs shorter than, equal to and longer than a chunk, streamed in blocks."""
+    torch.manual_seed(length)
+    mix = torch.randn(2, length) * 0.3 + 0.05
+    network = Network(ShiftedIdentity(1300), STRATEGIES[strategy](), (1.0, 1.0))
+    settings = SeparationSettings(shifts=shifts, seed=4, max_shift_seconds=0.3)
+    out = separate_tensor(mix, [network], SAMPLE_RATE, settings, block_frames=377)
+    assert out.shape == (2, 2, length)
+    for stem in out:
+        torch.testing.assert_close(stem, mix, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_memory_stays_bounded_for_every_strategy(strategy):
+    network = Network(ShiftedIdentity(1300), STRATEGIES[strategy](), (1.0, 1.0))
+    total = 60_000
+    statistics = _statistics(0.0, 1.0)
+    separator = StreamingSeparator([network], total, 2, 2, SAMPLE_RATE, statistics)
+    emitted = largest = 0
+    for begin in range(0, total, 500):
+        for block in separator.push(torch.randn(2, min(500, total - begin))):
+            emitted += block.shape[-1]
+        largest = max(largest, separator._input.data.shape[-1],
+                      max(p.acc.shape[-1] for member in separator._passes for p in member))
+    emitted += sum(block.shape[-1] for block in separator.finish())
+    assert emitted == total
+    assert largest <= 3 * 1300 + 500
+
+
+def test_linear_fade_rules_first_and_last_chunk():
+    """ZFTurbo's fades: none at the start of the first chunk, none at the end of the last."""
+    from stemsplit.engine import _Pass
+
+    chunking = Chunking(100, 50, Window("linear_fade", fade=10), normalise=None)
+    network = Network(ShiftedIdentity(100), chunking, (1.0,))
+    one_pass = _Pass(network, 260, 0, 1, 1, torch.device("cpu"))
+    assert one_pass.grid_count == 6 and one_pass.chunk_count == 6
+    first, middle, last = (one_pass.weights(one_pass.chunk(i)) for i in (0, 2, 5))
+    fade_in, fade_out = torch.linspace(0, 1, 10), torch.linspace(1, 0, 10)
+    assert torch.equal(first[:10], torch.ones(10)) and torch.equal(first[-10:], fade_out)
+    assert torch.equal(middle[:10], fade_in) and torch.equal(middle[-10:], fade_out)
+    assert last.shape == (10,) and torch.equal(last, fade_in)  # cut to its 10 samples
+    single = _Pass(network, 40, 0, 1, 1, torch.device("cpu"))
+    weights = single.weights(single.chunk(0))
+    assert single.grid_count == 1 and torch.equal(weights, torch.ones(40))
+
+
+def test_align_end_moves_the_last_chunk_back():
+    from stemsplit.engine import _Pass
+
+    network = Network(ShiftedIdentity(100), Chunking(100, 50, Window("hamming"),
+                                                     last_chunk="align_end"), (1.0,))
+    one_pass = _Pass(network, 260, 0, 1, 1, torch.device("cpu"))
+    starts = [one_pass.chunk(i).start for i in range(one_pass.chunk_count)]
+    assert starts == [0, 50, 100, 150, 160]
+    assert all(one_pass.chunk(i).length == 100 for i in range(one_pass.chunk_count))
+
+
+def test_reflected_border_reads_the_mirror_image():
+    from stemsplit.engine import _InputWindow
+
+    window = _InputWindow(1, torch.device("cpu"))
+    window.append(torch.arange(10.0)[None])
+    got = window.read(-3, 16, 10, reflect=(3, 3))[0].tolist()
+    assert got == [3, 2, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 8, 7, 6]
+    assert window.read(-5, 3, 10, reflect=(3, 3))[0].tolist() == [0, 0, 3]
+    assert window.read(11, 4, 10, reflect=(3, 3))[0].tolist() == [7, 6, 0, 0]
+
+
+def test_overlap_stride_fraction_or_count():
+    assert overlap_stride(0.25, 1000) == 750 and overlap_stride(0.0, 1000) == 1000
+    assert overlap_stride(2, 1001) == 500 and overlap_stride(4.0, 1000) == 250
+    for bad in (1.0, 1.5, 2.5, -0.1):
+        with pytest.raises(ValueError):
+            overlap_stride(bad, 1000)

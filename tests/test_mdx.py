@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from stemsplit.engine import SeparationSettings, StreamingSeparator, separate_tensor
+from stemsplit.engine import MixStatistics, SeparationSettings, StreamingSeparator, separate_tensor
 from stemsplit.errors import ChecksumError, ModelError, UsageError
-from stemsplit.loading import load_mdx_model, load_model
-from stemsplit.mdx_onnx import MDXOptions, stem_names, uvr_hash
+from stemsplit.families.base import ChunkingRequest
+from stemsplit.families.mdx_onnx import stem_names, uvr_hash
+from stemsplit.loading import load_model
 from stemsplit.models.mdx import MDXParameters
 from stemsplit.registry import load_registry
 from tests.mdx_models import (
@@ -62,14 +63,15 @@ def model_file(folder: Path, shape: dict, dim_t: int, seed: int = 0, **kwargs) -
 
 
 def load(path: Path, shape: dict, primary: str = "vocals", denoise: bool = False):
-    return load_mdx_model(path, None, MDXOptions(n_fft=shape["n_fft"],
+    return load_model(weights=path, options=dict(n_fft=shape["n_fft"],
                                                  compensate=shape["compensate"],
                                                  primary_stem=primary, denoise=denoise))
 
 
 def ours(model, mix: np.ndarray, settings: SeparationSettings = SeparationSettings(),
-         block_frames: int = 1 << 18) -> np.ndarray:
-    return separate_tensor(torch.from_numpy(mix), model.engine_networks(), SAMPLE_RATE,
+         block_frames: int = 1 << 18, overlap: float | None = None) -> np.ndarray:
+    networks = model.engine_networks(ChunkingRequest(overlap=overlap))
+    return separate_tensor(torch.from_numpy(mix), networks, SAMPLE_RATE,
                            settings, block_frames=block_frames).numpy()
 
 
@@ -135,11 +137,11 @@ def test_weights_toml_lists_the_published_models():
         spec = registry.get(name)
         assert spec.family == "mdx" and spec.sample_rate == 44100 and len(spec.stems) == 2
         assert spec.stems[0] == primary
-        (file,) = spec.extra_files
+        (file,) = spec.files
         assert file.filename == filename and file.location == (
             "https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models/"
             + filename)
-        params = dict(spec.parameters)
+        params = spec.config.as_dict()
         assert (params["n_fft"], params["dim_f"], params["dim_t"], params["hop"],
                 params["compensate"]) == (n_fft, dim_f, dim_t, 1024, compensate)
         MDXParameters(n_fft=n_fft, dim_f=dim_f, dim_t=dim_t, compensate=compensate)
@@ -156,7 +158,7 @@ def test_weights_toml_lists_the_published_models():
 def test_spectrum_planes_bins_and_inverse(onnx_dir):
     model = load(model_file(onnx_dir, KIM_VOCAL_2, SMALL_DIM_T, kind="identity"), KIM_VOCAL_2)
     net = model.networks[0]
-    p = net.parameters
+    p = net.model_data
     wave = torch.from_numpy(mixture(1.0)[:, : p.chunk])[None]
     spec = net.spectrum(wave)
     assert spec.shape == (1, 4, p.dim_f, p.dim_t)
@@ -214,7 +216,7 @@ def test_matches_whole_track_reference(onnx_dir, seconds, overlap):
     primary, secondary = reference_separation(
         mix, onnx_runner(path), **{**KIM_VOCAL_2, "dim_t": SMALL_DIM_T}, overlap=overlap)
     model = load(path, KIM_VOCAL_2)
-    stems = ours(model, mix, SeparationSettings(overlap=overlap), block_frames=7000)
+    stems = ours(model, mix, block_frames=7000, overlap=overlap)
     assert stems.shape == (2, 2, mix.shape[-1])
     assert np.abs(stems[0] - primary).max() <= TOLERANCE
     assert np.abs(stems[1] - secondary).max() <= TOLERANCE
@@ -261,7 +263,9 @@ def test_streaming_keeps_memory_bounded(onnx_dir):
     model = load(model_file(onnx_dir, KIM_VOCAL_2, SMALL_DIM_T, seed=5), KIM_VOCAL_2)
     (network,) = model.engine_networks()
     total = 20 * SAMPLE_RATE
-    separator = StreamingSeparator([network], total, 2, 2, SAMPLE_RATE, mean=0.3, std=2.0)
+    statistics = MixStatistics()
+    statistics.update(torch.tensor([[0.0, 0.6]] * 2))
+    separator = StreamingSeparator([network], total, 2, 2, SAMPLE_RATE, statistics)
     emitted, largest = 0, 0
     rng = np.random.default_rng(0)
     for begin in range(0, total, 4000):
@@ -280,11 +284,13 @@ def test_mean_and_std_do_not_reach_an_mdx_network(onnx_dir):
     """Normalisation is the network's property: MDX-Net sees the raw mixture."""
     model = load(model_file(onnx_dir, KIM_VOCAL_2, SMALL_DIM_T, seed=6), KIM_VOCAL_2)
     (network,) = model.engine_networks()
-    assert network.normalise is False and network.window == "hann"
+    assert network.chunking.normalise is None and network.chunking.window.kind == "hann"
     mix = torch.from_numpy(mixture(1.0))
     outputs = []
-    for mean, std in ((0.0, 1.0), (0.4, 7.0)):
-        separator = StreamingSeparator([network], mix.shape[-1], 2, 2, SAMPLE_RATE, mean, std)
+    for scale, shift in ((1.0, 0.0), (7.0, 0.4)):
+        statistics = MixStatistics()
+        statistics.update(mix * scale + shift)
+        separator = StreamingSeparator([network], mix.shape[-1], 2, 2, SAMPLE_RATE, statistics)
         outputs.append(torch.cat(separator.push(mix) + separator.finish(), dim=-1))
     assert torch.equal(outputs[0], outputs[1])
 
@@ -312,11 +318,11 @@ def test_unknown_onnx_needs_its_parameters(onnx_dir, tmp_path):
     with pytest.raises(UsageError, match="--n-fft, --compensate, --primary-stem"):
         load_model(weights=path)
     with pytest.raises(UsageError, match="--compensate"):
-        load_model(weights=path, mdx=MDXOptions(n_fft=7680, primary_stem="vocals"))
-    model = load_model(weights=path, mdx=MDXOptions(n_fft=7680, compensate=1.009,
+        load_model(weights=path, options=dict(n_fft=7680, primary_stem="vocals"))
+    model = load_model(weights=path, options=dict(n_fft=7680, compensate=1.009,
                                                     primary_stem="vocals"))
     assert model.name == "x" and model.sources == ("vocals", "accompaniment")
-    assert model.networks[0].parameters == MDXParameters(7680, 3072, SMALL_DIM_T, 1.009)
+    assert model.networks[0].model_data == MDXParameters(7680, 3072, SMALL_DIM_T, 1.009)
 
 
 def test_renamed_known_file_is_recognised_by_its_uvr_hash(onnx_dir, tmp_path, monkeypatch):
@@ -328,10 +334,10 @@ def test_renamed_known_file_is_recognised_by_its_uvr_hash(onnx_dir, tmp_path, mo
     renamed = shutil.copy(source, tmp_path / "my model.onnx")
     model = load_model(weights=renamed)
     assert model.name == "inst_hq_4" and model.sources == ("accompaniment", "vocals")
-    assert model.networks[0].parameters.n_fft == 5120
+    assert model.networks[0].model_data.n_fft == 5120
     # options still win over weights.toml
-    model = load_model(weights=renamed, mdx=MDXOptions(compensate=1.5))
-    assert model.networks[0].parameters.compensate == 1.5
+    model = load_model(weights=renamed, options=dict(compensate=1.5))
+    assert model.networks[0].model_data.compensate == 1.5
 
 
 @pytest.mark.parametrize("key,recorded", [("dim_f", 2560), ("dim_t", 256)])
@@ -352,13 +358,13 @@ def test_not_an_onnx_network(tmp_path):
     path = tmp_path / "junk.onnx"
     path.write_bytes(b"not a protobuf at all")
     with pytest.raises(ModelError, match="not a loadable ONNX network"):
-        load_model(weights=path, mdx=MDXOptions(n_fft=7680, compensate=1.0,
+        load_model(weights=path, options=dict(n_fft=7680, compensate=1.0,
                                                 primary_stem="vocals"))
 
 
 def test_mdx_options_are_refused_for_demucs_models():
     with pytest.raises(UsageError, match="MDX-Net"):
-        load_model("htdemucs", mdx=MDXOptions(denoise=True))
+        load_model("htdemucs", options=dict(denoise=True))
 
 
 def test_download_is_checked_against_the_uvr_hash(onnx_dir, tmp_path, monkeypatch, file_server):

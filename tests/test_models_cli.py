@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from stemsplit.cache import hf_cache_dir, stemsplit_cache_dir, torch_hub_checkpoints_dir
+from stemsplit.cache.locations import hf_cache_dir, stemsplit_cache_dir, torch_hub_checkpoints_dir
 from tests.checkpoints import (
     HTDEMUCS,
     SMALL_HTDEMUCS_KWARGS,

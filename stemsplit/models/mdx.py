@@ -16,9 +16,9 @@ written here after UVR's ``separate.py`` (``SeperateMDX``):
 
 How chunks are laid on the track (n_fft/2 zeros in front, ``MDXParameters.padding`` behind,
 stride ``int((1 - overlap) * chunk)``, overlap-add weighted by a symmetric Hann window of each
-chunk's real length) is the engine's job (``loading`` describes it as an ``engine.Network``).
-Model code never touches files: the network itself comes in as a callable (see
-``stemsplit/mdx_onnx.py`` for the onnxruntime one).
+chunk's real length) is the engine's job (``stemsplit/families/mdx.py`` describes it as an
+``engine.Chunking``). Model code never touches files: the network itself comes in as a
+callable (see ``stemsplit/families/mdx_onnx.py`` for the onnxruntime one).
 """
 
 from __future__ import annotations
@@ -92,32 +92,32 @@ class MDXNet(torch.nn.Module):
     """A spectrogram network as a waveform separator: (batch, 2, n) -> (batch, 2, 2, n).
 
     Stem 0 is the primary (network output times ``compensate``), stem 1 the secondary
-    (mixture minus primary). Chunks shorter than ``parameters.chunk`` (at the end of a track)
+    (mixture minus primary). Chunks shorter than ``model_data.chunk`` (at the end of a track)
     are padded with zeros behind, as UVR pads its last chunks.
     """
 
-    def __init__(self, network: SpectrumNetwork, parameters: MDXParameters,
+    def __init__(self, network: SpectrumNetwork, model_data: MDXParameters,
                  sources: tuple[str, str], sample_rate: int = 44100,
                  denoise: bool = False) -> None:
         super().__init__()
         self.network = network
-        self.parameters = parameters
+        self.model_data = model_data
         self.sources = tuple(sources)
         self.samplerate = sample_rate
         self.audio_channels = CHANNELS
         self.denoise = denoise
         self.register_buffer(
-            "stft_window", torch.hann_window(parameters.n_fft, periodic=True), persistent=False)
+            "stft_window", torch.hann_window(model_data.n_fft, periodic=True), persistent=False)
 
     @property
     def segment(self) -> float:
         """Seconds per chunk (fixed by the network's input shape)."""
-        return self.parameters.chunk / self.samplerate
+        return self.model_data.chunk / self.samplerate
 
     # -- spectrogram framing -------------------------------------------------------------
     def spectrum(self, wave: torch.Tensor) -> torch.Tensor:
         """(batch, 2, chunk) -> (batch, 4, dim_f, dim_t): L.re, L.im, R.re, R.im."""
-        p = self.parameters
+        p = self.model_data
         batch, channels, length = wave.shape
         spec = torch.stft(wave.reshape(batch * channels, length), n_fft=p.n_fft, hop_length=p.hop,
                           window=self.stft_window, center=True, return_complex=True)
@@ -128,7 +128,7 @@ class MDXNet(torch.nn.Module):
 
     def waveform(self, spec: torch.Tensor) -> torch.Tensor:
         """(batch, 4, dim_f, dim_t) -> (batch, 2, chunk), bins >= dim_f taken as zero."""
-        p = self.parameters
+        p = self.model_data
         batch, planes, bins, frames = spec.shape
         spec = torch.nn.functional.pad(spec, (0, 0, 0, p.n_fft // 2 + 1 - bins))
         spec = spec.reshape(batch * planes // 2, 2, -1, frames).permute(0, 2, 3, 1)
@@ -137,7 +137,7 @@ class MDXNet(torch.nn.Module):
         return wave.reshape(batch, planes // 2, -1)
 
     def run_network(self, spec: torch.Tensor) -> torch.Tensor:
-        p = self.parameters
+        p = self.model_data
         if self.denoise:
             out = 0.5 * self.network(spec) - 0.5 * self.network(-spec)
         else:
@@ -149,7 +149,7 @@ class MDXNet(torch.nn.Module):
         return out
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
-        p = self.parameters
+        p = self.model_data
         length = mix.shape[-1]
         if length > p.chunk:
             raise ValueError(f"chunk of {length} samples exceeds the network's {p.chunk}")

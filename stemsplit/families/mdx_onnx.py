@@ -17,15 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ChecksumError, ModelError, UsageError
-from .models.mdx import CHANNELS, HOP, MDXNet, MDXParameters
-from .registry import ModelSpec, load_registry
+from ..errors import ChecksumError, ModelError, UsageError
+from ..models.mdx import CHANNELS, HOP, MDXNet, MDXParameters
+from ..registry import ModelSpec, load_registry
+from ..stems import complement_name, stem_name
 
 UVR_HASH_BYTES = 10_240_000
 """UVR keys its model data by the MD5 of a file's last 10,240,000 bytes (all of a smaller one)."""
-
-INSTRUMENTAL_NAMES = ("instrumental", "accompaniment", "inst")
-
 
 def uvr_hash(path: str | Path) -> str:
     """UVR's model hash: the MD5 of the last 10,240,000 bytes (or of the whole file)."""
@@ -42,15 +40,11 @@ def stem_names(primary: str) -> tuple[str, str]:
     """Our (primary, secondary) stem names for a primary stem named the UVR way or ours:
     vocals -> (vocals, accompaniment); instrumental/accompaniment -> (accompaniment, vocals);
     any other source X -> (x, no_x), as ``--two-stems`` names complements."""
-    name = primary.strip().lower().replace(" ", "_").replace("-", "_")
+    name = stem_name(primary)
     if not name or name.startswith("no_"):
         raise UsageError(f"--primary-stem {primary!r}: name the stem the network estimates",
                          hint="e.g. vocals, instrumental, drums")
-    if name in INSTRUMENTAL_NAMES:
-        return "accompaniment", "vocals"
-    if name == "vocals":
-        return "vocals", "accompaniment"
-    return name, f"no_{name}"
+    return name, complement_name(name)
 
 
 @dataclass(frozen=True)
@@ -140,14 +134,14 @@ class OnnxSpectrumNetwork:
 def spec_for_hash(digest: str) -> ModelSpec | None:
     """The weights.toml entry whose UVR hash is ``digest``."""
     for spec in load_registry().models.values():
-        if spec.family == "mdx" and str(spec.parameter("uvr_hash", "")).lower() == digest:
+        if spec.family == "mdx" and (spec.config.uvr_hash or "") == digest:
             return spec
     return None
 
 
 def check_uvr_hash(path: Path, spec: ModelSpec) -> None:
     """A downloaded file must have the UVR hash weights.toml records (else it is deleted)."""
-    expected = spec.parameter("uvr_hash")
+    expected = spec.config.uvr_hash
     if not expected:
         return
     actual = uvr_hash(path)
@@ -178,7 +172,7 @@ def build_mdx_network(
         label = f"{path.name} (recognised as {spec.name})" if spec is not None else path.name
     else:
         label = f"{path.name} ({spec.name})"
-    entry = dict(spec.parameters) if spec is not None else {}
+    entry = spec.config.as_dict() if spec is not None else {}
     n_fft = options.n_fft if options.n_fft is not None else entry.get("n_fft")
     compensate = options.compensate if options.compensate is not None else entry.get("compensate")
     if options.primary_stem is not None:

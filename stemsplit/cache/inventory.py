@@ -1,0 +1,147 @@
+"""What this machine has of a model: listing, re-hashing and removing its files.
+
+Only the standard library: ``stemsplit models`` lists every model's state in a blink.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ModelError
+from .hub import hf_cached, hf_repo_folder
+from .integrity import ChecksumStore, FileCheck, check_file, discard
+from .locations import hf_cache_dir, url_folder
+from .locks import file_lock
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..registry import ModelFile, ModelSpec
+
+
+@dataclass
+class LocalFile:
+    """One published file of a model and where (if anywhere) this machine has it."""
+
+    file: "ModelFile"
+    path: Path | None
+
+    @property
+    def size(self) -> int | None:
+        try:
+            return self.path.stat().st_size if self.path is not None else None
+        except OSError:
+            return None
+
+
+def local_path(file: "ModelFile") -> Path | None:
+    """Where ``file`` is cached on this machine (no hashing, no network), else None."""
+    if file.source == "hf":
+        return hf_cached(file.location, file.filename, hf_cache_dir())
+    path = url_folder(file.folder) / file.filename
+    return path if path.is_file() else None
+
+
+def local_files(spec: "ModelSpec") -> list[LocalFile]:
+    return [LocalFile(file, local_path(file)) for file in spec.files]
+
+
+def is_cached(spec: "ModelSpec") -> bool:
+    """Whether everything ``spec`` needs is on this machine (no network, no checksum pass).
+
+    Files that name the same ``member`` are alternatives (a bag member from the Hub or from
+    its original URL): one of them is enough. Every other file is needed unless it is
+    marked optional (``required`` False).
+    """
+    needs: dict[object, bool] = {}
+    for local in local_files(spec):
+        file = local.file
+        if file.member is not None:
+            key: object = ("member", file.member)
+        elif file.required:
+            key = ("file", file.filename)
+        else:
+            continue
+        needs[key] = needs.get(key, False) or local.path is not None
+    return bool(needs) and all(needs.values())
+
+
+def verify_model(spec: ModelSpec, *, delete: bool = True) -> list[FileCheck]:
+    """Re-hash every cached file of ``spec`` against its known digests. Files that fail are
+    deleted (unless ``delete`` is False), so that the next run fetches them again."""
+    store = ChecksumStore()
+    results = []
+    for local in local_files(spec):
+        if local.path is None:
+            continue
+        check = check_file(local.path, local.file.sha256, store=store, thorough=True,
+                           source=local.file.location,
+                           recorded_from=local.file.sha256_from)
+        if not check.ok and delete:
+            check.detail += "; deleted" if discard(local.path, store) else "; could not be deleted"
+        results.append(check)
+    return results
+
+
+def _used_elsewhere(spec: ModelSpec, file: ModelFile, others: list[ModelSpec]) -> bool:
+    return any(other.name != spec.name and any(
+        (f.source, f.location, f.filename) == (file.source, file.location, file.filename)
+        for f in other.files) for other in others)
+
+
+def remove_model(spec: ModelSpec, others: list[ModelSpec] | None = None) -> list[Path]:
+    """Delete ``spec``'s files from every cache (for the Hugging Face cache: from every
+    snapshot, with their blobs, and the repo folder once nothing is left in it). Files another
+    model of ``others`` also lists are kept. Returns what was deleted."""
+    store = ChecksumStore()
+    removed: list[Path] = []
+    hub_dir = hf_cache_dir()
+    repos: set[str] = set()
+    for file in spec.files:
+        if others and _used_elsewhere(spec, file, others):
+            continue
+        if file.source == "hf":
+            repos.add(file.location)
+            folder = hf_repo_folder(file.location, hub_dir)
+            for snapshot in sorted((folder / "snapshots").glob("*")):
+                entry = snapshot / file.filename
+                if not (entry.is_symlink() or entry.exists()):
+                    continue
+                blob = Path(os.path.realpath(entry)) if entry.is_symlink() else None
+                _unlink(entry, removed)
+                if blob is not None and blob.parent == folder / "blobs" and not _blob_in_use(folder, blob):
+                    _unlink(blob, removed, report=False)
+                    store.forget([blob])
+        else:
+            path = url_folder(file.folder) / file.filename
+            if path.is_file():
+                with file_lock(path):
+                    _unlink(path, removed)
+                store.forget([path])
+    for repo in repos:
+        folder = hf_repo_folder(repo, hub_dir)
+        snapshots = folder / "snapshots"
+        if folder.is_dir() and not any(p.is_file() or p.is_symlink() for p in snapshots.rglob("*")):
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(hub_dir / ".locks" / folder.name, ignore_errors=True)
+    return removed
+
+
+def _blob_in_use(folder: Path, blob: Path) -> bool:
+    for entry in (folder / "snapshots").rglob("*"):
+        if entry.is_symlink() and Path(os.path.realpath(entry)) == blob:
+            return True
+    return False
+
+
+def _unlink(path: Path, removed: list[Path], report: bool = True) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise ModelError(f"cannot delete {path}: {error.strerror or error}") from None
+    if report:
+        removed.append(path)

@@ -1,0 +1,230 @@
+"""What every model family provides, and what a loaded model looks like to the rest.
+
+A family reads its part of weights.toml (``parse``), says which files a model needs and
+fetches them through the shared cache (``fetch``), recognises a local file or folder given
+with ``--weights`` (``sniff``), builds a ``LoadedModel`` (``load``, ``load_local``), tells the
+engine how to chunk (``networks``), and declares the command-line options only it reads
+(``options``). Nothing outside a family's own modules knows what is inside one.
+
+This module imports no torch at import time: the registry and the command line use it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
+
+from ..cache.http import resolve_url_files
+from ..cache.locations import OfflinePolicy, hf_endpoint
+from ..errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from ..engine import Network
+    from ..registry import ModelFile, ModelSpec
+
+DownloadProgress = Callable[[str, int, "int | None"], None]
+"""``progress(filename, bytes_done, bytes_total)`` while files download."""
+
+OPTION_KINDS = {"int": int, "float": float, "str": str, "bool": bool, "path": Path}
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """A command-line option that only one family reads (``--n-fft``, ``--config``, ...).
+
+    The command line adds it to ``separate`` and ``batch``; its value reaches the family's
+    ``load`` under ``name``. Unset options are None (False for a ``bool`` flag)."""
+
+    flag: str
+    name: str
+    kind: str
+    help: str
+    metavar: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in OPTION_KINDS:
+            raise ValueError(f"unknown option kind {self.kind!r}")
+
+    @property
+    def python_type(self) -> type:
+        return OPTION_KINDS[self.kind]
+
+    def is_set(self, value: object) -> bool:
+        return value is not None and value is not False
+
+
+@dataclass(frozen=True)
+class ChunkingRequest:
+    """What the user asked of the chunking; None leaves the family's default."""
+
+    segment_seconds: float | None = None
+    overlap: float | None = None
+    """A fraction in [0, 1) or a whole number >= 2 of chunks per sample, see
+    ``engine.overlap_stride``."""
+
+
+@dataclass
+class Fetched:
+    """A model's verified local files, and how they were found."""
+
+    paths: list[Path]
+    downloaded: list[Path] = field(default_factory=list)
+    """The files this call downloaded."""
+    origin: str = ""
+    """Where they came from, for messages ("Hugging Face cache (...)", a host name)."""
+    details: Any = None
+    """Anything else the family learnt while resolving (e.g. a bag file's weights)."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to separate: its networks with their weights, on one device.
+
+    ``networks`` are the bag's members (torch modules, or callables that run elsewhere),
+    averaged per stem with ``bag_weights`` (one row per network). The engine's view of them
+    comes from the family: ``engine_networks``.
+    """
+
+    name: str
+    sources: tuple[str, ...]
+    sample_rate: int
+    audio_channels: int
+    networks: list[Any]
+    bag_weights: list[list[float]]
+    origin: str
+    family: "Family"
+    spec: "ModelSpec | None" = None
+    device: "torch.device" = field(default_factory=lambda: _cpu())
+    runs_outside_torch: bool = False
+    """Some network runs in another runtime, with its own thread pool."""
+    details: Any = None
+    """The family's own description of the model (its config), for its ``networks``."""
+
+    def to(self, device: "torch.device | str") -> "LoadedModel":
+        import torch
+
+        self.device = torch.device(device)
+        for network in self.networks:
+            if hasattr(network, "to"):
+                network.to(self.device)
+        return self
+
+    def engine_networks(self, request: ChunkingRequest | float | None = None) -> list["Network"]:
+        """The engine's view of each network; a bare number is ``--segment`` seconds."""
+        if request is None or isinstance(request, (int, float)):
+            request = ChunkingRequest(segment_seconds=request)
+        if request.segment_seconds is not None and request.segment_seconds <= 0:
+            raise UsageError("--segment must be positive")
+        return self.family.networks(self, request)
+
+
+def _cpu() -> "torch.device":
+    import torch
+
+    return torch.device("cpu")
+
+
+class Family(ABC):
+    """One model family's adapter. Subclasses set the class attributes and implement the
+    abstract methods; ``FAMILY = TheFamily()`` in the module makes it known to the table in
+    ``stemsplit/families/__init__.py``."""
+
+    name: ClassVar[str]
+    """weights.toml's ``family``."""
+    display: ClassVar[str]
+    """The family's name in messages."""
+    weights_help: ClassVar[str]
+    """What ``--weights`` takes for this family, for ``--help``."""
+    options: ClassVar[tuple[OptionSpec, ...]] = ()
+    """The command-line options only this family reads."""
+
+    # -- weights.toml --------------------------------------------------------------------
+    @abstractmethod
+    def parse(self, name: str, table: Mapping[str, Any],
+              url_files: tuple["ModelFile", ...]) -> tuple[Any, tuple["ModelFile", ...]]:
+        """This family's keys of model ``name``'s table (the common ones removed) as a typed,
+        frozen config, and every file the model needs (``url_files``: its ``files`` list).
+        Raise ModelError naming an unknown or malformed key."""
+
+    # -- files ---------------------------------------------------------------------------
+    def sources(self, spec: "ModelSpec") -> list[dict]:
+        """Where the files come from, in the order tried, for ``stemsplit models info``."""
+        result: list[dict] = []
+        for file in spec.files:
+            if file.source == "hf":
+                source = {"kind": "huggingface", "repo": file.location,
+                          "url": f"{hf_endpoint()}/{file.location}"}
+            else:
+                source = {"kind": file.kind, "urls": [file.location, *file.mirrors]}
+            if source not in result:
+                result.append(source)
+        return result
+
+    def details(self, spec: "ModelSpec") -> dict:
+        """This family's settings of ``spec`` for ``stemsplit models info --json``."""
+        return {}
+
+    def detail_lines(self, spec: "ModelSpec") -> list[tuple[str, str]]:
+        """(label, text) lines for ``stemsplit models info``."""
+        return []
+
+    def fetch(self, spec: "ModelSpec", *, offline: OfflinePolicy,
+              progress: DownloadProgress | None = None,
+              options: Mapping[str, Any] | None = None) -> Fetched:
+        """Verified local copies of everything ``spec`` needs, downloading what is missing
+        unless offline. The default handles models made of plain URL files."""
+        found = resolve_url_files(spec.name, [f for f in spec.files if f.source == "url"],
+                                  offline=offline, progress=progress)
+        downloaded = [path for path, fetched in found if fetched]
+        origin = ", ".join(sorted({_host(file.location) for file in spec.files}))
+        return Fetched(paths=[path for path, _ in found], downloaded=downloaded,
+                       origin=origin if downloaded else str(found[0][0].parent))
+
+    # -- local files ---------------------------------------------------------------------
+    @abstractmethod
+    def sniff(self, path: Path) -> bool:
+        """Whether ``--weights path`` (an existing file or folder) is this family's."""
+
+    # -- loading -------------------------------------------------------------------------
+    @abstractmethod
+    def load(self, spec: "ModelSpec", fetched: Fetched, options: Mapping[str, Any],
+             device: "torch.device") -> LoadedModel:
+        """The named model from its fetched files."""
+
+    @abstractmethod
+    def load_local(self, path: Path, spec: "ModelSpec | None", options: Mapping[str, Any],
+                   device: "torch.device") -> LoadedModel:
+        """A ``--weights`` file or folder (``spec``: the model named with it, if any)."""
+
+    def check_options(self, options: Mapping[str, Any], label: str) -> None:
+        """Refuse options this family does not read (given for a model ``label``)."""
+        own = {option.name for option in self.options}
+        from . import all_families
+
+        for family in all_families():
+            for option in family.options:
+                if option.name not in own and option.is_set(options.get(option.name)):
+                    raise UsageError(f"{option.flag} applies to {family.display} models, not "
+                                     f"to {label} ({self.display})")
+
+    # -- chunking ------------------------------------------------------------------------
+    @abstractmethod
+    def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:
+        """The engine's view of the model's networks, with this family's chunking."""
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).netloc or url
+
+
+def option_values(options: Mapping[str, Any] | None, specs: Sequence[OptionSpec]) -> dict:
+    """Every option of ``specs`` with its value (None or False when not given)."""
+    options = options or {}
+    return {spec.name: options.get(spec.name, False if spec.kind == "bool" else None)
+            for spec in specs}

@@ -1,0 +1,157 @@
+"""The MDX-Net family: the UVR community's MDX-Net ONNX models.
+
+A model is one ONNX network (run by onnxruntime; ``mdx_onnx``) inside our framing
+(``stemsplit/models/mdx.py``): it estimates one stem, the other is the mixture minus it.
+Its files are GitHub release assets, each checked against UVR's hash of the file after the
+download; a renamed known file given with ``--weights`` is recognised by that hash.
+
+Chunking is UVR's: chunks of ``hop * (dim_t - 1)`` samples on the raw (not normalised)
+mixture, n_fft/2 zeros in front and enough zeros behind to end one ``gen_size`` past a
+multiple of it, a chunk every ``int((1 - overlap) * chunk)`` samples, overlap-added with a
+symmetric Hann window of each chunk's real length (equal weights without overlap). A short
+last chunk is filled up with zeros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..errors import ModelError, UsageError
+from .base import ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine import Network
+    from ..registry import ModelFile, ModelSpec
+
+DEFAULT_OVERLAP = 0.25
+PARAMETER_KEYS = {"n_fft": int, "dim_f": int, "dim_t": int, "hop": int, "compensate": float,
+                  "uvr_hash": str}
+
+
+@dataclass(frozen=True)
+class MDXConfig:
+    """UVR's model data for one file: the STFT size, the network's input size (dim_f
+    bins, dim_t frames), the hop, the gain on the primary stem, and UVR's hash of the file
+    (the MD5 of its last 10,240,000 bytes)."""
+
+    n_fft: int | None = None
+    dim_f: int | None = None
+    dim_t: int | None = None
+    hop: int | None = None
+    compensate: float | None = None
+    uvr_hash: str | None = None
+
+    def as_dict(self) -> dict:
+        return {key: getattr(self, key) for key in PARAMETER_KEYS if getattr(self, key) is not None}
+
+
+class MDXFamily(Family):
+    name = "mdx"
+    display = "MDX-Net"
+    weights_help = "an MDX-Net .onnx file"
+    options = (
+        OptionSpec("--denoise", "denoise", "bool", "MDX-Net: average the network on the mix "
+                   "and its negation (UVR's denoise; 2x slower)."),
+        OptionSpec("--n-fft", "n_fft", "int", "MDX-Net: FFT size, for an .onnx file "
+                   "weights.toml does not know."),
+        OptionSpec("--compensate", "compensate", "float", "MDX-Net: gain applied to the "
+                   "network's stem, for an unknown .onnx file."),
+        OptionSpec("--primary-stem", "primary_stem", "str", "MDX-Net: the stem an unknown "
+                   ".onnx file estimates (vocals, instrumental, drums, ...)."),
+    )
+
+    def parse(self, name: str, table: Mapping[str, Any],
+              url_files: tuple["ModelFile", ...]) -> tuple[MDXConfig, tuple["ModelFile", ...]]:
+        unknown = sorted(set(table) - {"parameters"})
+        if unknown:
+            raise ModelError(f"weights.toml: model '{name}': unknown key '{unknown[0]}' for an "
+                             "MDX-Net model", hint="its settings go in parameters = { ... }")
+        parameters = table.get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise ModelError(f"weights.toml: model '{name}': parameters must be a table")
+        values = {}
+        for key, value in parameters.items():
+            kind = PARAMETER_KEYS.get(key)
+            if kind is None:
+                raise ModelError(f"weights.toml: model '{name}': unknown MDX-Net parameter "
+                                 f"'{key}'", hint=f"known: {', '.join(PARAMETER_KEYS)}")
+            try:
+                values[key] = kind(value) if kind is not str else str(value).lower()
+            except (TypeError, ValueError):
+                raise ModelError(f"weights.toml: model '{name}': parameter {key} = {value!r} "
+                                 f"is not a{'n int' if kind is int else ' ' + kind.__name__}")
+        if len([f for f in url_files if f.filename.lower().endswith(".onnx")]) != 1 and url_files:
+            raise ModelError(f"weights.toml: model '{name}': an MDX-Net model has one .onnx file")
+        return MDXConfig(**values), url_files
+
+    def details(self, spec: "ModelSpec") -> dict:
+        return {"parameters": spec.config.as_dict()}
+
+    def detail_lines(self, spec: "ModelSpec") -> list[tuple[str, str]]:
+        values = spec.config.as_dict()
+        return [("parameters", ", ".join(f"{key} {value}" for key, value in values.items()))] if values else []
+
+    def fetch(self, spec, *, offline, progress=None, options=None) -> Fetched:
+        from .mdx_onnx import check_uvr_hash
+
+        fetched = super().fetch(spec, offline=offline, progress=progress, options=options)
+        check_uvr_hash(fetched.paths[0], spec)
+        return fetched
+
+    def sniff(self, path) -> bool:
+        return path.is_file() and path.suffix.lower() == ".onnx"
+
+    def load(self, spec, fetched, options, device) -> LoadedModel:
+        return _load(fetched.paths[0], spec, options, device)
+
+    def load_local(self, path, spec, options, device) -> LoadedModel:
+        return _load(path, spec, options, device)
+
+    def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:
+        from ..engine import Chunking, Network, Window, overlap_stride
+
+        result = []
+        for network, weights in zip(model.networks, model.bag_weights):
+            data = network.model_data
+            if request.segment_seconds is not None:
+                raise UsageError(
+                    "--segment does not apply to MDX-Net models: the network's input fixes "
+                    f"the chunk ({data.chunk} samples, {network.segment:.2f} s)",
+                    hint="drop --segment")
+            overlap = DEFAULT_OVERLAP if request.overlap is None else request.overlap
+            try:
+                stride = overlap_stride(overlap, data.chunk)
+            except ValueError as error:
+                raise UsageError(f"--overlap: {error}") from None
+            chunking = Chunking(
+                length=data.chunk, stride=stride,
+                window=Window("rectangular" if overlap == 0 else "hann"),
+                border=data.padding, border_mode="zeros", fill="zeros", normalise=None)
+            result.append(Network(forward=network, chunking=chunking,
+                                  stem_weights=tuple(float(w) for w in weights)))
+        return result
+
+
+def _load(path, spec: "ModelSpec | None", options: Mapping[str, Any], device) -> LoadedModel:
+    """An MDX-Net ONNX file as a one-network bag (``spec``: its weights.toml entry, if known;
+    without one, the file's UVR hash may find it)."""
+    from .mdx_onnx import MDXOptions, build_mdx_network
+
+    mdx_options = MDXOptions(n_fft=options.get("n_fft"), compensate=options.get("compensate"),
+                             primary_stem=options.get("primary_stem"),
+                             denoise=bool(options.get("denoise")))
+    if not path.is_file():
+        raise ModelError(f"--weights {path}: no such file")
+    network, spec = build_mdx_network(path, spec=spec, options=mdx_options, device=device)
+    model = LoadedModel(
+        name=spec.name if spec is not None else path.stem,
+        sources=tuple(network.sources), sample_rate=int(network.samplerate),
+        audio_channels=network.audio_channels, networks=[network],
+        bag_weights=[[1.0] * len(network.sources)], origin=str(path), family=FAMILY,
+        spec=spec, runs_outside_torch=True, details=network.model_data,
+    )
+    return model.to(device)
+
+
+FAMILY = MDXFamily()

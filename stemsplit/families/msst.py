@@ -1,0 +1,312 @@
+"""The msst family: checkpoints of ZFTurbo's Music-Source-Separation-Training.
+
+BS-RoFormer, Mel-Band RoFormer and MDX23C (TFC-TDF v3) networks, published as a ``.ckpt``
+(a torch ``state_dict``, sometimes wrapped under ``state_dict``, ``model``, ``state`` or
+``model_state_dict``; read without executing pickled code) with a ZFTurbo-style YAML
+config (``msst_config``). The networks are ours (``stemsplit/models/bs_roformer.py``,
+``mel_band_roformer.py``, ``mdx23c.py``).
+
+Chunking is ZFTurbo's ``utils.model_utils.demix`` in generic mode: chunks of the config's
+``chunk_size`` every ``chunk // num_overlap`` samples; when the track is longer than twice
+``border = chunk - step`` it is reflect-padded by ``border`` at both ends; chunks are
+overlap-added with linear fades of ``chunk // 10`` samples, without a fade-in on the first
+chunk or a fade-out on the last; a short last chunk is reflect-padded when it is longer than
+half a chunk, zero-padded otherwise; samples no chunk weights (a fade's zeros, only without
+overlap) are 0. With ``training.target_instrument`` the network gives that stem and the
+other is the mixture minus it. ``inference.normalize: true`` runs the network on the mixture
+normalised by the mean and (population) std of its mono mix, and scales the stems back.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..errors import ModelError, UsageError
+from .base import ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine import Network
+    from ..registry import ModelFile, ModelSpec
+    from .msst_config import MSSTConfig
+
+CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt")
+CONFIG_SUFFIXES = (".yaml", ".yml")
+STATE_WRAPPERS = ("state_dict", "model_state_dict", "model", "state")
+MDX23C_MODEL_KEYS = frozenset({"act", "bottleneck_factor", "growth", "norm",
+                               "num_blocks_per_scale", "num_channels", "num_scales",
+                               "num_subbands", "scale"})
+
+
+@dataclass(frozen=True)
+class MSSTEntry:
+    """An msst model's weights.toml settings: which network its config describes."""
+
+    model_type: str
+
+
+class MSSTFamily(Family):
+    name = "msst"
+    display = "RoFormer/MDX23C"
+    weights_help = "a RoFormer/MDX23C .ckpt (its YAML config beside it, or --config)"
+    options = (
+        OptionSpec("--config", "config", "path", "RoFormer/MDX23C: the checkpoint's "
+                   "ZFTurbo-style YAML config (default: the .yaml beside the .ckpt with the "
+                   "same name).", "YAML"),
+        OptionSpec("--model-type", "model_type", "str", "RoFormer/MDX23C: bs_roformer, "
+                   "mel_band_roformer or mdx23c, when the config does not tell.", "TYPE"),
+    )
+
+    # -- weights.toml --------------------------------------------------------------------
+    def parse(self, name: str, table: Mapping[str, Any],
+              url_files: tuple["ModelFile", ...]) -> tuple[MSSTEntry, tuple["ModelFile", ...]]:
+        from .msst_config import MODEL_TYPES
+
+        unknown = sorted(set(table) - {"model_type"})
+        if unknown:
+            raise ModelError(f"weights.toml: model '{name}': unknown key '{unknown[0]}' for a "
+                             "RoFormer/MDX23C model", hint="it has model_type and files")
+        model_type = table.get("model_type")
+        if model_type not in MODEL_TYPES:
+            raise ModelError(f"weights.toml: model '{name}': model_type must be one of "
+                             f"{', '.join(MODEL_TYPES)}, not {model_type!r}")
+        checkpoints = [f for f in url_files if f.filename.endswith(CHECKPOINT_SUFFIXES)]
+        configs = [f for f in url_files if f.filename.endswith(CONFIG_SUFFIXES)]
+        if len(checkpoints) != 1 or len(configs) != 1 or len(url_files) != 2:
+            raise ModelError(f"weights.toml: model '{name}': a RoFormer/MDX23C model has one "
+                             ".ckpt file and one .yaml config")
+        return MSSTEntry(model_type=model_type), url_files
+
+    def details(self, spec: "ModelSpec") -> dict:
+        return {"model_type": spec.config.model_type}
+
+    def detail_lines(self, spec: "ModelSpec") -> list[tuple[str, str]]:
+        return [("network", spec.config.model_type)]
+
+    # -- local files ---------------------------------------------------------------------
+    def sniff(self, path: Path) -> bool:
+        if path.is_dir():
+            return len([p for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES]) == 1
+        return path.suffix in CHECKPOINT_SUFFIXES
+
+    # -- loading -------------------------------------------------------------------------
+    def load(self, spec, fetched: Fetched, options, device) -> LoadedModel:
+        checkpoint, config = _pair(fetched.paths)
+        if options.get("config") is not None:
+            raise UsageError("--config applies to a checkpoint given with --weights")
+        model_type = options.get("model_type") or spec.config.model_type
+        return _load(checkpoint, config, model_type, spec, spec.name, fetched.origin, device)
+
+    def load_local(self, path, spec, options, device) -> LoadedModel:
+        checkpoint = path
+        if path.is_dir():
+            checkpoint = next(p for p in sorted(path.iterdir()) if p.suffix in CHECKPOINT_SUFFIXES)
+        config = options.get("config")
+        if config is not None:
+            config = Path(config).expanduser()
+            if not config.is_file():
+                raise ModelError(f"--config {config}: no such file")
+        elif spec is not None:
+            # The named model's config (downloaded if need be) applies to this checkpoint.
+            from ..cache.http import resolve_url_files
+
+            (found, _), = resolve_url_files(
+                spec.name, [f for f in spec.files if f.filename.endswith(CONFIG_SUFFIXES)])
+            config = found
+        else:
+            config = _config_beside(checkpoint)
+        model_type = options.get("model_type") or (spec.config.model_type if spec else None)
+        label = spec.name if spec is not None else checkpoint.stem
+        return _load(checkpoint, config, model_type, spec, label, str(checkpoint), device)
+
+    # -- chunking ------------------------------------------------------------------------
+    def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:
+        from ..engine import Chunking, Network, Normalisation, Window, overlap_stride
+
+        config: MSSTConfig = model.details
+        chunk = config.chunk_size
+        if request.segment_seconds is not None:
+            chunk = int(request.segment_seconds * model.sample_rate)
+        chunk = _valid_chunk(config, chunk, request.segment_seconds is not None)
+        if request.overlap is None:
+            step = max(1, chunk // config.num_overlap)
+        else:
+            try:
+                step = overlap_stride(request.overlap, chunk)
+            except ValueError as error:
+                raise UsageError(f"--overlap: {error}") from None
+        border = chunk - step
+
+        def reflect_border(frames: int, border: int = border) -> tuple[int, int]:
+            return (border, border) if border > 0 and frames > 2 * border else (0, 0)
+
+        fade = chunk // 10
+        chunking = Chunking(
+            length=chunk, stride=step,
+            window=Window("linear_fade", fade=fade) if fade else Window("rectangular"),
+            border=reflect_border, border_mode="reflect", last_chunk="pad", fill="reflect",
+            normalise=Normalisation(unbiased=False, epsilon=0.0) if config.normalize else None)
+        return [Network(forward=network, chunking=chunking,
+                        stem_weights=tuple(float(w) for w in weights))
+                for network, weights in zip(model.networks, model.bag_weights)]
+
+
+def _pair(paths: list[Path]) -> tuple[Path, Path]:
+    checkpoint = next(p for p in paths if p.suffix in CHECKPOINT_SUFFIXES)
+    config = next(p for p in paths if p.suffix in CONFIG_SUFFIXES)
+    return checkpoint, config
+
+
+def _config_beside(checkpoint: Path) -> Path:
+    """The config published with ``checkpoint``: the same name as .yaml (or the names
+    UVR and audio-separator give: ``<name>_config.yaml``, ``config_<name>.yaml``)."""
+    stem = checkpoint.stem
+    names = [f"{stem}.yaml", f"{stem}.yml", f"{stem}_config.yaml", f"config_{stem}.yaml"]
+    for name in names:
+        if (checkpoint.parent / name).is_file():
+            return checkpoint.parent / name
+    yamls = [p for p in checkpoint.parent.iterdir() if p.suffix in CONFIG_SUFFIXES]
+    if len(yamls) == 1 and len([p for p in checkpoint.parent.iterdir()
+                                if p.suffix in CHECKPOINT_SUFFIXES]) == 1:
+        return yamls[0]
+    raise ModelError(f"{checkpoint.name}: no config found beside it (looked for "
+                     f"{', '.join(names)})", hint="give it with --config MODEL.yaml")
+
+
+def _valid_chunk(config: "MSSTConfig", chunk: int, asked: bool) -> int:
+    """The chunk length the network takes nearest below ``chunk``: the Mel-Band RoFormer's
+    iSTFT gives whole hops back; MDX23C's frames must halve cleanly at every scale."""
+    if config.model_type == "mel_band_roformer":
+        hop = int(config.model.get("stft_hop_length", 512))
+        valid = chunk - chunk % hop
+    elif config.model_type == "mdx23c":
+        from ..models.mdx23c import chunk_size_for
+
+        scale = config.model.get("scale", (2, 2))
+        try:
+            valid = chunk_size_for(chunk, int(config.audio["hop_length"]),
+                                   int(config.model["num_scales"]), int(scale[0]))
+        except ValueError as error:
+            raise (UsageError if asked else ModelError)(f"chunk of {chunk} samples: {error}") from None
+    else:
+        valid = chunk
+    if valid <= 0:
+        raise UsageError(f"--segment is too short for this network ({chunk} samples)")
+    return valid
+
+
+def read_state(path: Path) -> dict:
+    """A checkpoint's state_dict, unwrapped, as float32 tensors."""
+    import torch
+
+    from ..torch_archive import load_torch_archive
+
+    state = load_torch_archive(path)
+    for _ in range(3):
+        if not isinstance(state, dict):
+            break
+        inner = [key for key in STATE_WRAPPERS if isinstance(state.get(key), dict)]
+        if not inner or all(isinstance(v, torch.Tensor) for v in state.values()):
+            break
+        state = state[inner[0]]
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()):
+        raise ModelError(f"{path}: not a checkpoint of weights (expected a state_dict of tensors)")
+    for prefix in ("module.", "model."):
+        if all(key.startswith(prefix) for key in state):
+            state = {key[len(prefix):]: value for key, value in state.items()}
+    return {key: value.float() if value.is_floating_point() else value
+            for key, value in state.items()}
+
+
+def build_network(config: "MSSTConfig") -> Any:
+    """Our network for a config, with random weights."""
+    model = dict(config.model)
+    label = f"{config.path.name} ({config.model_type})"
+    outputs = len(config.network_stems)
+    if config.model_type == "mdx23c":
+        from ..models.mdx23c import MDX23C
+
+        unknown = sorted(set(model) - MDX23C_MODEL_KEYS)
+        if unknown:
+            raise ModelError(f"{label}: unknown key 'model.{unknown[0]}' for MDX23C")
+        audio = config.audio
+        missing = [key for key in ("n_fft", "hop_length", "dim_f") if key not in audio]
+        if missing:
+            raise ModelError(f"{label}: the config's audio section lacks {', '.join(missing)}")
+        kwargs = dict(model, n_fft=audio["n_fft"], hop_length=audio["hop_length"],
+                      dim_f=audio["dim_f"], audio_channels=audio.get("num_channels", 2),
+                      num_target_instruments=outputs)
+        kwargs["scale"] = tuple(kwargs.get("scale", (2, 2)))
+        cls: Any = MDX23C
+    else:
+        from ..models import roformer
+
+        if config.model_type == "bs_roformer":
+            from ..models.bs_roformer import BSRoformer as cls
+        else:
+            from ..models.mel_band_roformer import MelBandRoformer as cls
+        accepted = inspect.signature(cls).parameters
+        kwargs = {}
+        for key, value in model.items():
+            if key in roformer.UNSUPPORTED_KEYS:
+                if value != roformer.UNSUPPORTED_KEYS[key]:
+                    raise ModelError(f"{label}: model.{key}: {value!r} is not supported")
+            elif key in roformer.INFERENCE_IGNORED_KEYS:
+                continue
+            elif key not in accepted:
+                raise ModelError(f"{label}: unknown key 'model.{key}' for "
+                                 f"{config.model_type}", hint="stemsplit may not know this "
+                                 "variant of the network yet")
+            else:
+                kwargs[key] = value
+        stems = kwargs.get("num_stems", 1)
+        if stems != outputs:
+            raise ModelError(f"{label}: model.num_stems is {stems}, but the config's training "
+                             f"section names {outputs} output stem(s) ({list(config.network_stems)})")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError, AssertionError) as error:
+        raise ModelError(f"{label}: cannot build the network ({error})") from None
+
+
+def _load(checkpoint: Path, config_path: Path, model_type: str | None, spec: "ModelSpec | None",
+          label: str, origin: str, device: Any) -> LoadedModel:
+    from ..models.complement import WithComplement
+    from .msst_config import read_config
+
+    if not checkpoint.is_file():
+        raise ModelError(f"{checkpoint}: no such file")
+    config = read_config(config_path, model_type)
+    if spec is not None and tuple(spec.stems) != config.stems:
+        raise ModelError(f"model '{spec.name}': its config's stems {list(config.stems)} differ "
+                         f"from weights.toml's {list(spec.stems)}")
+    network = build_network(config)
+    state = read_state(checkpoint)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:2])[:300]
+        raise ModelError(f"{checkpoint.name}: the checkpoint does not match its config "
+                         f"({config_path.name}): {detail}") from None
+    network.eval()
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    if config.target is not None:
+        network = WithComplement(network).eval()
+    if config.model_type == "mdx23c":
+        channels = int(config.audio.get("num_channels", 2))
+    else:
+        channels = 2 if config.model.get("stereo", False) else 1
+    model = LoadedModel(
+        name=label, sources=config.stems, sample_rate=config.sample_rate,
+        audio_channels=channels, networks=[network],
+        bag_weights=[[1.0] * len(config.stems)], origin=origin, family=FAMILY, spec=spec,
+        details=config)
+    return model.to(device)
+
+
+FAMILY = MSSTFamily()

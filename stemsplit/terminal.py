@@ -1,0 +1,146 @@
+"""What the command line's modules share: the stderr console, one-line error reports, the
+exit-code mapping of a command body, and shell completion of model names.
+
+Part of the command-line layer (with ``cli`` and ``models_cli``): only these modules touch
+the terminal. Importing it is cheap (no torch).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import Callable
+
+import typer
+from rich.console import Console
+
+from .errors import StemsplitError
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Terminated(BaseException):
+    """Raised on SIGTERM so that temporary files are cleaned up like on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess test
+    raise Terminated()
+
+
+def report_error(error: BaseException, debug: bool) -> None:
+    if debug:
+        import traceback
+        traceback.print_exception(error, file=sys.stderr)
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    stderr.print(f"error: {message}", markup=False)
+    hint = getattr(error, "hint", None)
+    if hint:
+        stderr.print(f"hint: {hint}", markup=False)
+
+
+def debug_requested() -> bool:
+    return os.environ.get("STEMSPLIT_DEBUG", "") not in ("", "0") or "--debug" in sys.argv
+
+
+def run_command(callback: Callable[[], int]) -> None:
+    """Run a command body, mapping errors and signals to one stderr line and an exit code.
+
+    Exit codes: 0 success, 1 an input or model failed, 2 usage, 130 Ctrl-C, 141 the reader
+    of stdout went away, 143 SIGTERM."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    debug = debug_requested()
+    try:
+        code = callback()
+        sys.stdout.flush()  # a closed stdout fails here, not at interpreter exit
+    except StemsplitError as error:
+        report_error(error, debug)
+        code = error.exit_code
+    except BrokenPipeError:
+        # The reader of stdout went away (`stemsplit batch DIR | head`): stop quietly, as a
+        # Unix tool killed by SIGPIPE would (temporary files are cleaned up on the way out).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE
+    except KeyboardInterrupt:
+        stderr.print("interrupted", markup=False)
+        code = 130
+    except Terminated:
+        stderr.print("terminated", markup=False)
+        code = 143
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as error:  # a bug: still one line, the traceback with --debug
+        if debug:
+            raise
+        stderr.print(f"error: internal error: {type(error).__name__}: {error}".splitlines()[0],
+                     markup=False)
+        stderr.print("hint: rerun with --debug for the traceback, and please report it",
+                     markup=False)
+        code = 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    raise typer.Exit(code or 0)
+
+
+class _StderrHandler(logging.Handler):
+    """Library log records as stderr lines: ``warning: ...`` for warnings, plain for info."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # pragma: no cover - a malformed record
+            return
+        prefix = "warning: " if record.levelno >= logging.WARNING else ""
+        stderr.print(prefix + text, markup=False)
+
+
+def install_log_handler(quiet: bool = False) -> None:
+    """Show the cache's notices (a corrupt file deleted, waiting for another download)."""
+    logger = logging.getLogger("stemsplit.cache")
+    for handler in list(logger.handlers):
+        if isinstance(handler, _StderrHandler):
+            logger.removeHandler(handler)
+    handler = _StderrHandler(level=logging.WARNING if quiet else logging.INFO)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def complete_model(incomplete: str) -> list[str]:
+    """Shell completion of model names and aliases, from weights.toml only (names alone:
+    typer wraps long descriptions into zsh's completion script and breaks it)."""
+    try:
+        from .registry import load_registry
+
+        return [name for name, _ in load_registry().completions(incomplete)]
+    except Exception:  # a broken registry must not break the shell
+        return []
+
+
+def complete_for_implicit_separate(commands: tuple[str, ...]) -> None:
+    """Shell completion of ``stemsplit song.mp3 -n <TAB>``: the words the shell hands over
+    (bash: COMP_WORDS/COMP_CWORD; zsh, fish, PowerShell: _TYPER_COMPLETE_ARGS) get the
+    implied ``separate`` inserted, as main() does for a real command line."""
+    if not any(key.endswith("_COMPLETE") and key.startswith("_STEMSPLIT") for key in os.environ):
+        return
+
+    def needs_separate(words: list[str], typed: int) -> bool:
+        return (typed >= 2 and len(words) >= 2 and words[1] not in commands
+                and not words[1].startswith("-"))
+
+    words = os.environ.get("COMP_WORDS")
+    if words is not None and os.environ.get("COMP_CWORD", "").isdigit():
+        split = words.split()
+        if needs_separate(split, int(os.environ["COMP_CWORD"])):
+            head, _, rest = words.partition(split[0])
+            os.environ["COMP_WORDS"] = f"{head}{split[0]} separate{rest}"
+            os.environ["COMP_CWORD"] = str(int(os.environ["COMP_CWORD"]) + 1)
+        return
+    line = os.environ.get("_TYPER_COMPLETE_ARGS")
+    if line:
+        split = line.split()
+        typed = len(split) if line.endswith(" ") else len(split) - 1
+        if needs_separate(split, typed):
+            head, _, rest = line.partition(split[0])
+            os.environ["_TYPER_COMPLETE_ARGS"] = f"{head}{split[0]} separate{rest}"
