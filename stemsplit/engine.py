@@ -348,7 +348,7 @@ class _Pass:
         if self._triangle is not None:
             return self._triangle[:length]
         first = chunk.index == 0
-        # As ZFTurbo's demix: a chunk that is both first and last keeps its fade-out.
+        # A chunk that is both the first and the last keeps its fade-out.
         last = chunk.index == self.grid_count - 1 and not first
         key = (length, first, last) if window.kind == "linear_fade" else (length, False, False)
         if key not in self._cache:
@@ -357,7 +357,7 @@ class _Pass:
             elif window.kind in ("hann", "hamming"):
                 make = torch.hann_window if window.kind == "hann" else torch.hamming_window
                 weights = make(length, periodic=False, dtype=torch.float64).float()
-            else:  # linear_fade: ZFTurbo's, on a full chunk, then cut
+            else:  # linear_fade: on a full chunk, then cut
                 fade = min(window.fade, self.segment_length)
                 weights = torch.ones(self.segment_length)
                 if not last:

@@ -47,7 +47,7 @@ def load_model(
     ``weights`` is a local file or folder in any family's format; with a ``name`` too, that
     model's settings apply to it where its family uses them (e.g. for a renamed file).
     Downloads go to the shared caches unless ``offline`` (see ``cache.locations``).
-    ``options`` holds the values of family options (``--n-fft``, ``--repo``, ...) by name.
+    ``options`` holds the values of the options only one family reads, by name.
     """
     options = dict(options or {})
     device = torch.device(device)
@@ -62,7 +62,7 @@ def load_model(
             raise UsageError(f"--weights {path.name} is a {family.display} checkpoint, but "
                              f"model '{spec.name}' is a {family_named(spec.family).display} model")
         family.check_options(options, path.name)
-        return family.load_local(path, spec, options, device)
+        return family.load_local(path, spec, options, device, offline_policy(offline))
     spec = registry.get(name)
     if spec.unsupported:
         raise ModelError(f"model '{spec.name}': {spec.unsupported}")

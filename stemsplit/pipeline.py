@@ -227,10 +227,12 @@ def _run_engine(
     """Separate the mixture that ``blocks()`` yields, calling emit(stem, block) in order."""
     separator = StreamingSeparator(
         networks=model.engine_networks(chunking), total_frames=statistics.frames,
-        channels=model.audio_channels, stems=len(model.sources),
-        sample_rate=model.sample_rate, statistics=statistics, settings=settings, device=model.device, progress=progress,
+        channels=model.audio_channels, stems=len(model.network_sources),
+        sample_rate=model.sample_rate, statistics=statistics, settings=settings,
+        device=model.device, progress=progress,
     )
-    # The raw mixture not yet matched by emitted stems (for --other-method minus).
+    # The raw mixture not yet matched by emitted stems (for --other-method minus, and a
+    # model's residual stem).
     pending_mix = torch.zeros(model.audio_channels, 0)
 
     def deliver(outputs: list[torch.Tensor]) -> None:
@@ -238,6 +240,9 @@ def _run_engine(
         for stems in outputs:
             count = stems.shape[-1]
             mix, pending_mix = pending_mix[..., :count], pending_mix[..., count:]
+            stems = stems.cpu()
+            if model.residual_stem is not None:
+                stems = torch.cat([stems, (mix - stems.sum(dim=0))[None]])
             derived = _derive_outputs(names, list(model.sources), selection, stems.cpu(), mix)
             for name in names:
                 emit(name, derived[name].numpy())

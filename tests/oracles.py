@@ -22,6 +22,13 @@ def under_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+def unavailable(message: str) -> None:
+    """Skip the test (fail it under CI): its oracle is missing."""
+    if under_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
 def require(module: str) -> ModuleType:
     """The oracle ``module``; skip (fail under CI) when it cannot be imported."""
     try:
@@ -29,7 +36,4 @@ def require(module: str) -> ModuleType:
     except Exception as error:  # ImportError, or an oracle whose own imports fail
         top = module.split(".", 1)[0]
         hint = INSTALL_HINTS.get(top, f"pip install the test extra: {top}")
-        message = f"test oracle {module} is unavailable ({type(error).__name__}: {error}); {hint}"
-        if under_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable(f"test oracle {module} is unavailable ({type(error).__name__}: {error}); {hint}")

@@ -34,7 +34,7 @@ OPTION_KINDS = {"int": int, "float": float, "str": str, "bool": bool, "path": Pa
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """A command-line option that only one family reads (``--n-fft``, ``--config``, ...).
+    """A command-line option that only one family reads.
 
     The command line adds it to ``separate`` and ``batch``; its value reaches the family's
     ``load`` under ``name``. Unset options are None (False for a ``bool`` flag)."""
@@ -103,6 +103,15 @@ class LoadedModel:
     """Some network runs in another runtime, with its own thread pool."""
     details: Any = None
     """The family's own description of the model (its config), for its ``networks``."""
+    residual_stem: str | None = None
+    """The last of ``sources`` when no network gives it: the mixture minus the sum of the
+    other stems, worked out from the raw mixture after the engine (exact, whatever the
+    networks' normalisation)."""
+
+    @property
+    def network_sources(self) -> tuple[str, ...]:
+        """The stems the networks give (``sources`` less a residual stem)."""
+        return self.sources[:-1] if self.residual_stem is not None else self.sources
 
     def to(self, device: "torch.device | str") -> "LoadedModel":
         import torch
@@ -197,8 +206,10 @@ class Family(ABC):
 
     @abstractmethod
     def load_local(self, path: Path, spec: "ModelSpec | None", options: Mapping[str, Any],
-                   device: "torch.device") -> LoadedModel:
-        """A ``--weights`` file or folder (``spec``: the model named with it, if any)."""
+                   device: "torch.device", offline: OfflinePolicy = OfflinePolicy()
+                   ) -> LoadedModel:
+        """A ``--weights`` file or folder (``spec``: the model named with it, if any, whose
+        own files may still be needed: ``offline`` says whether they may be fetched)."""
 
     def check_options(self, options: Mapping[str, Any], label: str) -> None:
         """Refuse options this family does not read (given for a model ``label``)."""

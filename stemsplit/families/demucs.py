@@ -192,7 +192,7 @@ class DemucsFamily(Family):
                              resolved.segment, resolved.origin, spec=spec)
         return model.to(device)
 
-    def load_local(self, path, spec, options, device) -> LoadedModel:
+    def load_local(self, path, spec, options, device, offline=None) -> LoadedModel:
         from .demucs_files import resolve_weights_path
 
         if options.get("repo") is not None:

@@ -105,7 +105,7 @@ class MDXFamily(Family):
     def load(self, spec, fetched, options, device) -> LoadedModel:
         return _load(fetched.paths[0], spec, options, device)
 
-    def load_local(self, path, spec, options, device) -> LoadedModel:
+    def load_local(self, path, spec, options, device, offline=None) -> LoadedModel:
         return _load(path, spec, options, device)
 
     def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:

@@ -13,7 +13,7 @@ overlap-added with linear fades of ``chunk // 10`` samples, without a fade-in on
 chunk or a fade-out on the last; a short last chunk is reflect-padded when it is longer than
 half a chunk, zero-padded otherwise; samples no chunk weights (a fade's zeros, only without
 overlap) are 0. With ``training.target_instrument`` the network gives that stem and the
-other is the mixture minus it. ``inference.normalize: true`` runs the network on the mixture
+other is the mixture minus it (worked out from the raw mixture after the engine). ``inference.normalize: true`` runs the network on the mixture
 normalised by the mean and (population) std of its mono mix, and scales the stems back.
 """
 
@@ -99,7 +99,7 @@ class MSSTFamily(Family):
         model_type = options.get("model_type") or spec.config.model_type
         return _load(checkpoint, config, model_type, spec, spec.name, fetched.origin, device)
 
-    def load_local(self, path, spec, options, device) -> LoadedModel:
+    def load_local(self, path, spec, options, device, offline=None) -> LoadedModel:
         checkpoint = path
         if path.is_dir():
             checkpoint = next(p for p in sorted(path.iterdir()) if p.suffix in CHECKPOINT_SUFFIXES)
@@ -113,7 +113,8 @@ class MSSTFamily(Family):
             from ..cache.http import resolve_url_files
 
             (found, _), = resolve_url_files(
-                spec.name, [f for f in spec.files if f.filename.endswith(CONFIG_SUFFIXES)])
+                spec.name, [f for f in spec.files if f.filename.endswith(CONFIG_SUFFIXES)],
+                offline=offline)
             config = found
         else:
             config = _config_beside(checkpoint)
@@ -192,8 +193,11 @@ def _valid_chunk(config: "MSSTConfig", chunk: int, asked: bool) -> int:
             raise (UsageError if asked else ModelError)(f"chunk of {chunk} samples: {error}") from None
     else:
         valid = chunk
-    if valid <= 0:
-        raise UsageError(f"--segment is too short for this network ({chunk} samples)")
+    n_fft = int(config.model.get("stft_n_fft", config.audio.get("n_fft", 2048)))
+    if valid <= n_fft // 2:
+        raise (UsageError if asked else ModelError)(
+            f"a chunk of {chunk} samples is too short for this network (its STFT takes "
+            f"more than {n_fft // 2})")
     return valid
 
 
@@ -274,7 +278,6 @@ def build_network(config: "MSSTConfig") -> Any:
 
 def _load(checkpoint: Path, config_path: Path, model_type: str | None, spec: "ModelSpec | None",
           label: str, origin: str, device: Any) -> LoadedModel:
-    from ..models.complement import WithComplement
     from .msst_config import read_config
 
     if not checkpoint.is_file():
@@ -295,8 +298,6 @@ def _load(checkpoint: Path, config_path: Path, model_type: str | None, spec: "Mo
     network.eval()
     for parameter in network.parameters():
         parameter.requires_grad_(False)
-    if config.target is not None:
-        network = WithComplement(network).eval()
     if config.model_type == "mdx23c":
         channels = int(config.audio.get("num_channels", 2))
     else:
@@ -304,8 +305,9 @@ def _load(checkpoint: Path, config_path: Path, model_type: str | None, spec: "Mo
     model = LoadedModel(
         name=label, sources=config.stems, sample_rate=config.sample_rate,
         audio_channels=channels, networks=[network],
-        bag_weights=[[1.0] * len(config.stems)], origin=origin, family=FAMILY, spec=spec,
-        details=config)
+        bag_weights=[[1.0] * len(config.network_stems)], origin=origin, family=FAMILY,
+        spec=spec, details=config,
+        residual_stem=config.stems[-1] if config.target is not None else None)
     return model.to(device)
 
 
