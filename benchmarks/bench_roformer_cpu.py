@@ -11,13 +11,15 @@ runs
               (offline: its model folder seeded with UVR's download list naming the model)
 
 alternately, several times, on the same threads. Prints each run's wall time and peak RSS,
-the medians and their ratios, and stemsplit's peak RSS on a track ``--long`` times longer
-(memory must not grow with the length). Both use the config's num_overlap (4) and chunk
-(8 s); their stems differ by their chunking (audio-separator: Hamming window, last chunk
-aligned to the end, 0.9 peak normalisation), so only their sizes are compared.
+the medians and their ratios. Both use the config's chunk (8 s) and num_overlap (UVR's 4,
+or ``--num-overlap``, written into the config both read); their stems differ by their
+chunking (audio-separator: Hamming window, last chunk aligned to the end, 0.9 peak
+normalisation), so only their sizes are compared. Then stemsplit's peak RSS against track
+length (``--memory-seconds``), with a small random BS-RoFormer (the engine's memory, not the
+network's, is what could grow).
 
-    python benchmarks/bench_roformer_cpu.py [--seconds 60] [--repeats 3] [--long 3]
-        [--audio-separator PATH] [--threads 2]
+    python benchmarks/bench_roformer_cpu.py [--seconds 60] [--repeats 3] [--num-overlap 2]
+        [--memory-seconds 60,600] [--audio-separator PATH] [--threads 2]
 
 Numbers, not assertions: run it on a quiet machine. audio-separator comes from the test
 install (README: ``pip install --no-deps audio-separator==0.47.1`` and the test extra).
@@ -42,17 +44,28 @@ NAME = "model_bs_roformer_ep_317_sdr_12.9755"
 CONFIG = ROOT / "tests" / "data" / "msst" / f"uvr_{NAME}.yaml"
 
 
-def write_model(folder: Path) -> Path:
+def write_model(folder: Path, num_overlap: int | None) -> Path:
     """The checkpoint and its config (UVR's, zero_dc: false added) in ``folder``."""
     from stemsplit.families.msst_config import read_config
 
     folder.mkdir(parents=True, exist_ok=True)
     text = CONFIG.read_text().replace("  num_stems: 1\n", "  num_stems: 1\n  zero_dc: false\n")
+    if num_overlap:
+        text = text.replace("  num_overlap: 4", f"  num_overlap: {num_overlap}")
     (folder / f"{NAME}.yaml").write_text(text)
     config = read_config(folder / f"{NAME}.yaml")
     sections = {"model": config.model}
     write_checkpoint(folder / f"{NAME}.ckpt", reference_network("bs_roformer", sections))
     return folder / f"{NAME}.ckpt"
+
+
+def write_small_model(folder: Path) -> Path:
+    from tests.msst_models import config_sections, write_config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sections = config_sections("bs_roformer")
+    write_config(folder / "small.yaml", sections)
+    return write_checkpoint(folder / "small.ckpt", reference_network("bs_roformer", sections))
 
 
 def seed_audio_separator(models: Path, checkpoint: Path) -> None:
@@ -76,8 +89,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--long", type=float, default=3.0,
-                        help="stemsplit's memory on a track this many times longer (0: skip)")
+    parser.add_argument("--num-overlap", type=int, default=None,
+                        help="replace the config's num_overlap (4) for both tools")
+    parser.add_argument("--memory-seconds", default="60,600",
+                        help="track lengths for stemsplit's memory check ('' to skip)")
     parser.add_argument("--audio-separator", default=shutil.which("audio-separator"))
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
@@ -86,7 +101,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="stemsplit-bench-roformer-"))
     try:
-        checkpoint = write_model(work / "model")
+        checkpoint = write_model(work / "model", args.num_overlap)
         models = work / "as-models"
         seed_audio_separator(models, checkpoint)
         track = work / "track.wav"
@@ -120,13 +135,17 @@ def main() -> None:
         (their_wall, their_rss), (our_wall, our_rss) = medians["audio-separator"], medians["stemsplit"]
         print(f"  audio-separator / stemsplit: time {their_wall / our_wall:.2f}x, "
               f"peak RSS {their_rss / our_rss:.2f}x")
-        if args.long:
-            long_track = work / "long.wav"
-            make_track(long_track, args.seconds * args.long)
-            command = [*ours[:3], str(long_track), *ours[4:]]
-            wall, rss = measured_run(command, env)
-            print(f"  stemsplit on {args.seconds * args.long:g} s: {wall:.1f} s, peak RSS "
-                  f"{rss:.0f} MiB (against {our_rss:.0f} MiB on {args.seconds:g} s)")
+        if args.memory_seconds:
+            print("\nstemsplit's peak RSS against track length (small random BS-RoFormer):")
+            small = write_small_model(work / "small")
+            for seconds in (float(value) for value in args.memory_seconds.split(",")):
+                long_track = work / f"track-{seconds:g}.wav"
+                make_track(long_track, seconds)
+                command = [*ours[:3], str(long_track), "--weights", str(small), *ours[6:]]
+                wall, rss = measured_run(command, env)
+                print(f"  {seconds:7g} s of audio: {wall:6.1f} s, peak RSS {rss:6.0f} MiB",
+                      flush=True)
+                long_track.unlink()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

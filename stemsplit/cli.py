@@ -200,10 +200,6 @@ def _choose_model(model: Optional[str], name: Optional[str], stems: Optional[int
     return chosen, None
 
 
-def _run(callback) -> None:
-    run_command(callback)
-
-
 SeparateInputs = typer.Argument(..., help="Audio or video files to separate.",
                                 show_default=False)
 
@@ -465,7 +461,7 @@ def separate_command(
 ) -> None:
     """Separate audio files into stems."""
     arguments = dict(locals())
-    _run(lambda: _separate_inputs(**arguments))
+    run_command(lambda: _separate_inputs(**arguments))
 
 
 @app.command("batch")
@@ -517,7 +513,7 @@ def batch_command(
             raise UsageError("no audio files found")
         return _separate_inputs(items, batch=True, **arguments)
 
-    _run(body)
+    run_command(body)
 
 
 app.add_typer(models_app, name="models")

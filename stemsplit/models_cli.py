@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
@@ -28,10 +28,6 @@ models_app = typer.Typer(
     help="List, inspect, download, verify and remove models.\n\n"
     "Bare `stemsplit models` lists them (same as `stemsplit models list`).",
 )
-
-
-def _run(body: Callable[[], int]) -> None:
-    run_command(body)
 
 
 def _registry() -> "Registry":
@@ -142,7 +138,7 @@ def models_main(
 ) -> None:
     """List, inspect, download, verify and remove models (bare: list them)."""
     if ctx.invoked_subcommand is None:
-        _run(lambda: _list(as_json))
+        run_command(lambda: _list(as_json))
 
 
 @models_app.command("list")
@@ -150,7 +146,7 @@ def list_command(
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
 ) -> None:
     """The models: name, family, stems, published SDR, size on disk, cached or not."""
-    _run(lambda: _list(as_json))
+    run_command(lambda: _list(as_json))
 
 
 # -- info ------------------------------------------------------------------------------
@@ -257,7 +253,7 @@ def info_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """A model's sources, files, checksums, where it is cached, and its description."""
-    _run(lambda: _info(name, as_json))
+    run_command(lambda: _info(name, as_json))
 
 
 # -- download --------------------------------------------------------------------------
@@ -359,7 +355,7 @@ def download_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Fetch models ahead, for offline use (prints the local paths)."""
-    _run(lambda: _download(names, everything, quiet, as_json))
+    run_command(lambda: _download(names, everything, quiet, as_json))
 
 
 # -- verify ----------------------------------------------------------------------------
@@ -416,7 +412,7 @@ def verify_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Re-hash cached files against their recorded sha256; exit 1 if any is corrupt."""
-    _run(lambda: _verify(names, keep, as_json))
+    run_command(lambda: _verify(names, keep, as_json))
 
 
 # -- remove ----------------------------------------------------------------------------
@@ -447,7 +443,7 @@ def remove_command(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No messages."),
 ) -> None:
     """Delete a model's files from every cache (prints the paths deleted)."""
-    _run(lambda: _remove(names, everything, quiet))
+    run_command(lambda: _remove(names, everything, quiet))
 
 
 # -- path ------------------------------------------------------------------------------
@@ -490,4 +486,4 @@ def path_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Print the cache folders: the Hugging Face cache, STEMSPLIT_CACHE, the torch hub cache."""
-    _run(lambda: _path(which, as_json))
+    run_command(lambda: _path(which, as_json))
