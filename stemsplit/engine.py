@@ -20,7 +20,9 @@ cut and put back together as one ``Chunking`` value, built by its family:
   on the last);
 * ``normalise``: whether the network sees the mixture normalised by the mean and standard
   deviation of the whole track's mono mix (measured beforehand, see ``MixStatistics``; the
-  stems are scaled back), or the raw mixture.
+  stems are scaled back), or the raw mixture;
+* ``overlap_rule``: overlapping chunks are averaged with their window weights, or summed
+  (pieces of one overlap-add).
 
 With shifts, each pass sees the chunk grid moved by a random number of samples in
 [0, max_shift_seconds] (zeros in front), and the passes are averaged; the offsets come from
@@ -52,6 +54,7 @@ WINDOW_KINDS = ("triangle", "hann", "hamming", "rectangular", "linear_fade")
 BORDER_MODES = ("zeros", "reflect")
 LAST_CHUNK_RULES = ("pad", "align_end")
 FILL_RULES = ("none", "zeros", "reflect")
+OVERLAP_RULES = ("average", "sum")
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,17 @@ class Chunking:
     """With fill "none": the input length the network wants for a chunk of n samples,
     read centred around the chunk from the real track (zeros past its ends)."""
     normalise: Normalisation | None = Normalisation()
+    overlap_rule: str = "average"
+    """How overlapping chunks combine: "average" (weighted by ``window``, divided by the sum
+    of the weights) or "sum" (added as they are: for networks whose chunks are pieces of one
+    overlap-add, such as an inverse STFT over blocks of frames; ``window`` must be
+    rectangular)."""
 
     def __post_init__(self) -> None:
+        if self.overlap_rule not in OVERLAP_RULES:
+            raise ValueError(f"unknown overlap rule {self.overlap_rule!r}")
+        if self.overlap_rule == "sum" and self.window.kind != "rectangular":
+            raise ValueError("chunks that are summed take no window")
         if self.length < 1 or self.stride < 1:
             raise ValueError("a chunk's length and stride must be positive")
         if self.border_mode not in BORDER_MODES:
@@ -381,10 +393,14 @@ class _Pass:
                 [self.acc, self.acc.new_zeros(stems, channels, missing)], dim=-1
             )
             self.weight_sum = torch.cat([self.weight_sum, self.weight_sum.new_zeros(missing)])
-        weight = self.weights(chunk)
         begin = chunk.start - self.acc_start
-        self.acc[..., begin : begin + chunk.length] += weight * estimate
-        self.weight_sum[begin : begin + chunk.length] += weight
+        if self.chunking.overlap_rule == "sum":
+            self.acc[..., begin : begin + chunk.length] += estimate
+            self.weight_sum[begin : begin + chunk.length] = 1.0
+        else:
+            weight = self.weights(chunk)
+            self.acc[..., begin : begin + chunk.length] += weight * estimate
+            self.weight_sum[begin : begin + chunk.length] += weight
         self.next_chunk = chunk.index + 1
 
     def take_finished(self) -> torch.Tensor | None:

@@ -309,3 +309,27 @@ def test_overlap_stride_fraction_or_count():
     for bad in (1.0, 1.5, 2.5, -0.1):
         with pytest.raises(ValueError):
             overlap_stride(bad, 1000)
+
+
+class HalfHalf(torch.nn.Module):
+    """Each chunk gives the input weighted by a triangle that, summed over chunks overlapping
+    by half, is 1: pieces of one overlap-add."""
+
+    def forward(self, mix):
+        length = mix.shape[-1]
+        ramp = torch.arange(length, dtype=torch.float32) / (length // 2)
+        weight = torch.minimum(ramp, 2 - ramp).clamp(0, 1)
+        return (mix * weight)[:, None]
+
+
+def test_summed_chunks_are_one_overlap_add():
+    """overlap_rule "sum": chunks add up as they are (no window, no division)."""
+    chunking = Chunking(200, 100, Window("rectangular"), border=lambda n: (100, 300),
+                        fill="zeros", normalise=None, overlap_rule="sum")
+    torch.manual_seed(5)
+    mix = torch.randn(2, 1234)
+    out = separate_tensor(mix, [Network(HalfHalf(), chunking, (1.0,))], SAMPLE_RATE,
+                          block_frames=97)
+    torch.testing.assert_close(out[0], mix, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="no window"):
+        Chunking(200, 100, Window("hann"), overlap_rule="sum")
