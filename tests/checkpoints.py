@@ -11,6 +11,10 @@ oracle); stemsplit itself never imports demucs. Formats written here:
   ``HF_HOME=... HF_HUB_OFFLINE=1 demucs -n <name>`` and stemsplit both find them.
 * ``<sig>-<sha8>.th``: ``torch.save`` of {klass (pickled class reference), args, kwargs,
   fp16 state, training_args, metrics}, named the way ``demucs.states.save_with_checksum`` does.
+* diffq-packed members (mdx_q, mdx_extra_q): ``make_diffq_member`` packs a random member with
+  diffq (a test oracle, like demucs) through demucs' own ``get_quantizer``/``get_state``; the
+  nested state goes as is into a ``.th``, and into a ``.safetensors`` flattened with a JSON
+  ``structure`` as demucs' ``tools/export_hf.py`` writes the Hub files (``flatten_state``).
 
 Also: tiny but real-format constructor arguments (``SMALL_*_KWARGS``), and a loopback HTTP
 server serving a folder, with switches to corrupt a byte, drop the connection half way, or
@@ -31,6 +35,7 @@ import socket
 import threading
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -219,11 +224,13 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def _state_of(module_or_state: torch.nn.Module | dict) -> dict[str, torch.Tensor]:
+def _state_of(module_or_state: torch.nn.Module | dict) -> dict[str, Any]:
     if isinstance(module_or_state, torch.nn.Module):
         state = module_or_state.state_dict()
     else:
         state = module_or_state
+    if is_quantized_state(state):
+        return state  # demucs stores a diffq state as get_state returns it
     # demucs.states.get_state(half=True): every entry cast to fp16 on the CPU.
     return {key: value.detach().to(device="cpu", dtype=torch.half).contiguous() for key, value in state.items()}
 
@@ -239,7 +246,11 @@ def safetensors_bytes(module_or_state: torch.nn.Module | dict, klass: str | type
         "args": json.dumps(encode_json(list(args))),
         "kwargs": json.dumps(encode_json(dict(kwargs))),
     }
-    return save(_state_of(module_or_state), metadata=metadata)
+    state = _state_of(module_or_state)
+    if is_quantized_state(state):
+        state, structure = flatten_state(state)
+        metadata["structure"] = json.dumps(structure)
+    return save(state, metadata=metadata)
 
 
 def write_safetensors_member(
@@ -315,16 +326,22 @@ def write_hf_bag(
     members: Iterable[MemberDef],
     weights: Sequence[Sequence[float]] | None = None,
     segment: float | None = None,
+    quantizer: dict | None = None,
 ) -> list[str]:
     """Write ``<name>.yaml`` and one ``<sig>.safetensors`` per member into an HF cache.
 
     A member is ``(klass, args, kwargs, seed)``, optionally with a fifth item, the signature
-    to use (e.g. the registry's real one). Returns the signatures in bag order.
+    to use (e.g. the registry's real one). With ``quantizer`` (``make_diffq_member``'s
+    keywords, e.g. ``{}`` for the published settings) every member is diffq-packed. Returns
+    the signatures in bag order.
     """
     sigs = []
     for member in members:
         klass, args, kwargs, seed, sig = _member_parts(member)
-        module, made_sig = make_demucs_member(klass, args, kwargs, seed)
+        if quantizer is None:
+            module, made_sig = make_demucs_member(klass, args, kwargs, seed)
+        else:
+            module, _, made_sig = make_diffq_member(klass, args, kwargs, seed, **quantizer)
         sig = sig or made_sig
         hf_put_file(hf_home, repo_id, f"{sig}.safetensors", safetensors_bytes(module, klass, args, kwargs))
         sigs.append(sig)
@@ -373,15 +390,94 @@ def write_legacy_th(
     *,
     training_args: dict | None = None,
     metrics: dict | None = None,
+    quantizer: dict | None = None,
 ) -> Path:
-    """Write ``<sig>-<sha8>.th`` like ``demucs.states.save_with_checksum`` (sig None: derived)."""
-    module, made_sig = make_demucs_member(klass, args, kwargs, seed)
+    """Write ``<sig>-<sha8>.th`` like ``demucs.states.save_with_checksum`` (sig None: derived);
+    with ``quantizer`` (``make_diffq_member``'s keywords) the state is diffq-packed."""
+    if quantizer is None:
+        module, made_sig = make_demucs_member(klass, args, kwargs, seed)
+    else:
+        module, _, made_sig = make_diffq_member(klass, args, kwargs, seed, **quantizer)
     data = legacy_th_bytes(module, klass, args, kwargs, training_args=training_args, metrics=metrics)
     sha8 = hashlib.sha256(data).hexdigest()[:8]
     path = Path(path_dir) / f"{sig or made_sig}-{sha8}.th"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+# --------------------------------------------------------------------------- diffq
+
+# demucs' training configuration (conf/config.yaml, ``quant:``) for the published mdx_q and
+# mdx_extra_q: ``DiffQuantizer(model, min_size=0.2, group_size=8)`` (demucs.states.get_quantizer).
+DIFFQ_PUBLISHED = {"min_size": 0.2, "group_size": 8}
+
+
+def is_quantized_state(state: Any) -> bool:
+    return isinstance(state, dict) and bool(state.get("__quantized"))
+
+
+def make_diffq_member(
+    klass: str | type, args: Sequence, kwargs: dict, seed: int, *,
+    min_size: float = DIFFQ_PUBLISHED["min_size"], group_size: int = DIFFQ_PUBLISHED["group_size"],
+    spread_bits: bool = True, **state_options: Any,
+) -> tuple[dict, torch.nn.Module, str]:
+    """A random member packed by diffq through demucs' own path: ``get_quantizer`` (a
+    DiffQuantizer, as for mdx_q) and ``get_state``. Returns (the quantized state, the module
+    demucs' ``load_model`` restores from it, sig).
+
+    ``min_size`` (MB) decides which parameters are quantized; the tiny test networks need a
+    small one (e.g. 1e-4) to quantize most of them. With ``spread_bits`` each group's number
+    of bits is drawn from 2..14 (a fresh quantizer has 8 everywhere; diffq 0.2.4 cannot store
+    15-bit groups). ``state_options`` (``packed``, ``torch_pack``) call the quantizer's
+    ``get_quantized_state`` with them instead, as demucs' get_state would with defaults.
+    """
+    from demucs.states import get_quantizer, get_state, load_model
+
+    module, sig = make_demucs_member(klass, args, kwargs, seed)
+    quantizer = get_quantizer(module, SimpleNamespace(diffq=1e-4, qat=None, min_size=min_size,
+                                                      group_size=group_size))
+    if spread_bits:
+        generator = torch.Generator().manual_seed(seed + 2)
+        with torch.no_grad():
+            for qparam in quantizer._qparams:
+                if qparam.other is None:
+                    qparam.logit.copy_(torch.rand(qparam.logit.shape, generator=generator) * 7 - 4)
+    if state_options:
+        state = quantizer.get_quantized_state(**state_options)
+        state["__quantized"] = True
+    else:
+        state = get_state(module, quantizer)
+    restored = load_model({"klass": _demucs_class(klass), "args": _copy(list(args)),
+                           "kwargs": _copy(dict(kwargs)), "state": state})
+    restored.eval()
+    return state, restored, sig
+
+
+def flatten_state(state: dict) -> tuple[dict[str, torch.Tensor], Any]:
+    """A nested diffq state as a flat ``{key: tensor}`` plus its JSON ``structure``: a
+    restatement of ``_flatten_state`` in demucs' ``tools/export_hf.py`` (the script that made
+    the Hub files; it is not part of the demucs package). demucs' ``hf._unflatten_state`` is its
+    inverse and reads what this writes."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def flatten(value: Any, path: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            tensors[path] = value.detach().clone().contiguous()
+            return {"_tensor": path}
+        if isinstance(value, dict):
+            return {"_dict": [[key, flatten(item, f"{path}.{key}")] for key, item in value.items()]}
+        if isinstance(value, (list, tuple)):
+            kind = "_" + type(value).__name__
+            return {kind: [flatten(item, f"{path}.{index}") for index, item in enumerate(value)]}
+        if isinstance(value, type):
+            return {"_class": f"{value.__module__}.{value.__qualname__}"}
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise TypeError(f"Cannot serialize {path} of type {type(value)}.")
+
+    structure = flatten(state, "state")
+    return tensors, structure
 
 
 def spec_with_legacy_files(spec: Any, th_paths: Sequence[Path], url_root: str | None = None, **changes: Any) -> Any:

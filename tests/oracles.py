@@ -15,6 +15,7 @@ import pytest
 
 INSTALL_HINTS = {
     "audio_separator": 'pip install --no-deps "audio-separator==0.47.1" (see README, Install)',
+    "diffq": 'pip install "diffq==0.2.4" (an sdist: it builds its Cython extension)',
 }
 
 

@@ -296,8 +296,9 @@ def test_damaged_torch_cache_file_is_replaced(file_server) -> None:
 
 def test_unsupported_model_touches_nothing(file_server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", file_server.url.rstrip("/"))
-    spec = demucs_spec(REGISTRY.get("mdx_q"), legacy_url_root=file_server.url)
-    with pytest.raises(ModelError, match="diffq") as caught:
+    spec = demucs_spec(REGISTRY.get("mdx_q"), legacy_url_root=file_server.url,
+                       unsupported="not supported yet (test)")
+    with pytest.raises(ModelError, match="not supported yet") as caught:
         resolve_demucs_model(spec, offline=False)
     assert not isinstance(caught.value, WeightsUnavailableError)
     assert file_server.count == 0

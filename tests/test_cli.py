@@ -147,10 +147,13 @@ def test_weights_unavailable_offline_is_one_clear_line(run, tmp_path, monkeypatc
     assert "Traceback" not in stderr
 
 
-def test_unsupported_quantized_model_says_so(run, tmp_path):
+def test_unsupported_model_says_so(run, tmp_path):
     write_tone(tmp_path / "x.wav", seconds=0.5)
-    result = run("x.wav", "-n", "mdx_q")
-    assert result.returncode == 1 and "not supported yet" in result.stderr.decode()
+    registry = tmp_path / "weights.toml"
+    registry.write_text('[models.m]\nfamily = "demucs"\nstems = ["drums", "bass", "other", '
+                        '"vocals"]\nsample_rate = 44100\nunsupported = "not supported yet (test)"\n')
+    result = run("x.wav", "-n", "m", env={"STEMSPLIT_WEIGHTS_TOML": str(registry)})
+    assert result.returncode == 1 and "not supported yet (test)" in result.stderr.decode()
 
 
 def test_models_lists_every_model_and_cache_state(run):

@@ -86,14 +86,21 @@ def offline_hf(hf_home, monkeypatch) -> Path:
 def demucs_stems(hf_home: Path, name: str, mix: np.ndarray) -> torch.Tensor:
     """demucs' own loader and apply_model on the files of the cached bag."""
     import yaml
-    from demucs.apply import BagOfModels, apply_model
+    from demucs.apply import BagOfModels
     from demucs.hf import load_safetensors_model
 
     repo = BAGS[name][0]
     snapshot = next((hf_repo_dir(hf_home, repo) / "snapshots").iterdir())
     bag = yaml.safe_load((snapshot / f"{name}.yaml").read_text())
     models = [load_safetensors_model(snapshot / f"{sig}.safetensors") for sig in bag["models"]]
-    model = BagOfModels(models, bag.get("weights"), bag.get("segment"))
+    return apply_demucs_bag(BagOfModels(models, bag.get("weights"), bag.get("segment")), mix)
+
+
+def apply_demucs_bag(model, mix: np.ndarray) -> torch.Tensor:
+    """What `demucs -n <name> --shifts 0` computes with demucs' bag ``model``: apply_model on
+    the normalised mix, split, overlap 0.25."""
+    from demucs.apply import apply_model
+
     model.eval()
     wav = torch.from_numpy(mix)
     ref = wav.mean(0)

@@ -3,7 +3,8 @@
 A model is a bag: one or more networks (``<sig>.safetensors`` on the Hugging Face hub, or
 the original ``<sig>-<sha8>.th`` packages), averaged per stem with the bag's weights. Files
 come through ``demucs_files``; checkpoints are read by ``demucs_checkpoint``; the networks
-are ours, in ``stemsplit/models`` (``htdemucs.py``, ``hdemucs.py``, ``demucs.py``).
+are ours, in ``stemsplit/models`` (``htdemucs.py``, ``hdemucs.py``, ``demucs.py``). The
+diffq-packed members of mdx_q and mdx_extra_q are unpacked by ``demucs_diffq``.
 
 Chunking is demucs 4.1.0's ``apply_model`` with ``split=True``: the track normalised by the
 mean and unbiased std (+ 1e-8) of its mono mix; segments of the network's (or the bag's)
@@ -28,6 +29,7 @@ from .base import ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine import Network
     from ..registry import ModelFile, ModelSpec
+    from .demucs_diffq import QuantizedState
 
 DEFAULT_OVERLAP = 0.25
 TRANSITION_POWER = 1.0
@@ -262,8 +264,10 @@ def network_class(klass: str) -> type:
     return getattr(module, class_name)
 
 
-def build_network(klass: str, args: list, kwargs: Mapping[str, Any], state: Mapping[str, Any]):
-    """Instantiate our network for ``klass`` and load ``state`` (cast to float32).
+def build_network(klass: str, args: list, kwargs: Mapping[str, Any], state: Mapping[str, Any],
+                  quantized: "QuantizedState | None" = None, source: Path | None = None):
+    """Instantiate our network for ``klass`` and load ``state`` (cast to float32), or the
+    weights a diffq-``quantized`` state unpacks to.
 
     Like demucs, constructor keywords the class does not know are dropped (old checkpoints
     carry a few training-only ones); the state must then match exactly.
@@ -277,6 +281,15 @@ def build_network(klass: str, args: list, kwargs: Mapping[str, Any], state: Mapp
         network = cls(*args, **kept)
     except (TypeError, ValueError) as error:
         raise ModelError(f"cannot build {klass} from its checkpoint arguments: {error}")
+    if quantized is not None:
+        from .demucs_diffq import CorruptState, restore
+
+        try:
+            state = restore(network, quantized)
+        except CorruptState as error:
+            where = f"{source}: " if source is not None else ""
+            raise ModelError(f"{where}diffq-quantized state does not fit {klass}: {error.message}",
+                             hint="the file is damaged, or not the checkpoint of this network")
     float_state = {
         key: value.float() if torch.is_tensor(value) and value.is_floating_point() else value
         for key, value in state.items()
@@ -315,7 +328,7 @@ def assemble_bag(
     for path in member_paths:
         package = _read_member(Path(path))
         networks.append(build_network(package.klass, package.args, package.kwargs,
-                                      package.state))
+                                      package.state, package.quantized, package.source))
     if not networks:
         raise ModelError(f"model '{name}' has no networks")
     first = networks[0]

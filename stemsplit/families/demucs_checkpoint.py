@@ -5,13 +5,14 @@ Two on-disk formats exist for the same package ``{klass, args, kwargs, state}``:
 * ``<sig>.safetensors`` (the Hugging Face repos): the tensors, fp16, plus string metadata
   ``klass`` (dotted class name), ``args`` and ``kwargs`` (JSON; fractions written as
   ``{"_type": "fraction", "numerator": n, "denominator": d}``), and for diffq-packed
-  states a JSON ``structure``.
+  states (mdx_q, mdx_extra_q) a JSON ``structure`` that nests the file's tensors.
 * ``<sig>-<sha8>.th`` (the original downloads): a ``torch.save`` zip archive whose pickle
   holds ``{'klass': <class reference>, 'args', 'kwargs', 'state', 'training_args', 'metrics'}``.
 
 A ``.th`` pickle is read with ``stemsplit.torch_archive``'s restricted unpickler (nothing
 pickled is executed); class references under ``demucs.`` become their dotted names, without
-importing anything, and a diffq-packed state is refused with its own message.
+importing anything (so do diffq's quantizer class references). A diffq-packed state is
+checked for its layout here and unpacked by ``demucs_diffq`` once the network is built.
 
 Bag files (``<name>.yaml``) are read with ``yaml.safe_load``.
 
@@ -29,9 +30,8 @@ from typing import Any
 
 from ..errors import ModelError
 from ..torch_archive import load_torch_archive, one_line
-
-DIFFQ_MESSAGE = "diffq-quantized weights are not supported yet"
-DIFFQ_HINT = "use the unquantized model instead (mdx for mdx_q, mdx_extra for mdx_extra_q)"
+from .demucs_diffq import (CorruptState, QuantizedState, is_quantized, parse_state,
+                           unflatten_structure)
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".th")
 
@@ -45,6 +45,7 @@ class CheckpointPackage:
     kwargs: dict
     state: dict  # parameter/buffer name -> torch.Tensor (dtype as stored, usually fp16)
     source: Path
+    quantized: QuantizedState | None = None  # a diffq-packed state (``state`` is then empty)
 
     @property
     def class_name(self) -> str:
@@ -115,8 +116,6 @@ def read_safetensors_member(path: Path | str) -> CheckpointPackage:
 
         with safe_open(str(path), framework="pt") as file:
             metadata = dict(file.metadata() or {})
-            if "structure" in metadata:
-                raise ModelError(f"{path}: {DIFFQ_MESSAGE}", hint=DIFFQ_HINT)
             state = {key: file.get_tensor(key) for key in file.keys()}
     except ModelError:
         raise
@@ -131,7 +130,35 @@ def read_safetensors_member(path: Path | str) -> CheckpointPackage:
         )
     args = _metadata_json(path, metadata, "args", list)
     kwargs = _metadata_json(path, metadata, "kwargs", dict)
+    if "structure" in metadata:
+        try:
+            structure = json.loads(metadata["structure"])
+        except ValueError as error:
+            raise ModelError(f"{path}: unreadable 'structure' in the safetensors metadata "
+                             f"({error})") from None
+        try:
+            nested = unflatten_structure(structure, state)
+        except CorruptState as error:
+            raise _corrupt(path, error) from None
+        if not is_quantized(nested):
+            raise ModelError(f"{path}: its safetensors 'structure' is not a diffq-quantized state")
+        return CheckpointPackage(klass=klass, args=args, kwargs=kwargs, state={}, source=path,
+                                 quantized=_parse_quantized(path, nested))
     return CheckpointPackage(klass=klass, args=args, kwargs=kwargs, state=state, source=path)
+
+
+def _corrupt(path: Path, error: ModelError) -> ModelError:
+    return ModelError(f"{path}: corrupt diffq-quantized state: {error.message}",
+                      hint=error.hint or "the file is damaged; fetch it again")
+
+
+def _parse_quantized(path: Path, state: dict) -> QuantizedState:
+    try:
+        return parse_state(state)
+    except CorruptState as error:
+        raise _corrupt(path, error) from None
+    except ModelError as error:
+        raise ModelError(f"{path}: {error.message}", hint=error.hint) from None
 
 
 # --------------------------------------------------------------------------- legacy .th
@@ -139,29 +166,20 @@ def read_safetensors_member(path: Path | str) -> CheckpointPackage:
 _DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
-class _Diffq(ModelError):
-    pass
-
-
 def _demucs_global(module: str, name: str) -> Any:
-    """demucs' class references as dotted names; a diffq one means a quantized state."""
-    if module == "diffq" or module.startswith("diffq."):
-        raise _Diffq(DIFFQ_MESSAGE, hint=DIFFQ_HINT)
-    if (module == "demucs" or module.startswith("demucs.")) and _DOTTED_NAME.fullmatch(
+    """demucs' class references (and diffq's, in a quantized state's meta) as dotted names."""
+    if (module.split(".", 1)[0] in ("demucs", "diffq")) and _DOTTED_NAME.fullmatch(
             f"{module}.{name}"):
-        return f"{module}.{name}"  # a reference to a demucs class: its name only
+        return f"{module}.{name}"  # a reference to a class: its name only, nothing imported
     return None
 
 
 def read_legacy_th(path: Path | str) -> CheckpointPackage:
     """Read a demucs ``.th`` package without executing any pickled code."""
     path = Path(path)
-    try:
-        package = load_torch_archive(
-            path, _demucs_global,
-            hint="this file may be malicious; use the .safetensors weights from Hugging Face")
-    except _Diffq as error:
-        raise ModelError(f"{path}: {error.message}", hint=error.hint) from None
+    package = load_torch_archive(
+        path, _demucs_global,
+        hint="this file may be malicious; use the .safetensors weights from Hugging Face")
     return _package_from_pickle(path, package)
 
 
@@ -180,8 +198,9 @@ def _package_from_pickle(path: Path, package: Any) -> CheckpointPackage:
         raise ModelError(f"{path}: not a demucs checkpoint (invalid args or kwargs)")
     if not isinstance(state, dict):
         raise ModelError(f"{path}: not a demucs checkpoint (its state is not a dict)")
-    if state.get("__quantized"):
-        raise ModelError(f"{path}: {DIFFQ_MESSAGE}", hint=DIFFQ_HINT)
+    if is_quantized(state):
+        return CheckpointPackage(klass=klass, args=list(args), kwargs=dict(kwargs), state={},
+                                 source=path, quantized=_parse_quantized(path, state))
     bad = [key for key, value in state.items() if not isinstance(key, str) or not isinstance(value, torch.Tensor)]
     if bad:
         raise ModelError(f"{path}: not a demucs checkpoint (state entry {bad[0]!r} is not a tensor)")
