@@ -76,6 +76,32 @@ def measured_run(command: list[str], env: dict) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
+def compare_alternately(commands: dict[str, tuple[list[str], dict]], repeats: int,
+                        title: str) -> dict[str, tuple[float, float]]:
+    """Run each (command, env) in turn, ``repeats`` times (the reference first: its label
+    is the first key, stemsplit's the last); print every run, the medians of wall time and
+    peak RSS, and the reference / stemsplit ratios. Returns the medians by label."""
+    import statistics
+
+    results: dict[str, list[tuple[float, float]]] = {label: [] for label in commands}
+    width = max(len(label) for label in commands) + 2
+    for repeat in range(repeats):
+        for label, (command, env) in commands.items():
+            wall, rss = measured_run(command, env)
+            results[label].append((wall, rss))
+            print(f"run {repeat + 1}  {label:<{width}} {wall:7.1f} s  {rss:7.0f} MiB", flush=True)
+    medians = {label: (statistics.median(w for w, _ in runs), statistics.median(r for _, r in runs))
+               for label, runs in results.items()}
+    print(f"\n{title}, median of {repeats}:")
+    for label, (wall, rss) in medians.items():
+        print(f"  {label:<{width}} {wall:7.1f} s  {rss:7.0f} MiB")
+    reference, ours = list(commands)[0], list(commands)[-1]
+    (their_wall, their_rss), (our_wall, our_rss) = medians[reference], medians[ours]
+    print(f"  {reference} / {ours}: time {their_wall / our_wall:.2f}x, "
+          f"peak RSS {their_rss / our_rss:.2f}x")
+    return medians
+
+
 def demucs_command(track: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "demucs", "-n", "htdemucs", "--shifts", "0", *extra,
             "-o", str(out), str(track)]

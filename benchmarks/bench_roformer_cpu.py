@@ -31,12 +31,11 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from _common import ROOT, make_track, measured_run
+from _common import ROOT, compare_alternately, make_track, measured_run
 
 from tests.msst_models import reference_network, write_checkpoint  # noqa: E402
 
@@ -119,22 +118,9 @@ def main() -> None:
         theirs = [args.audio_separator, str(track), "-m", checkpoint.name, "--model_file_dir",
                   str(models), "--output_dir", str(work / "theirs"), "--use_soundfile",
                   "--output_format", "WAV", "--log_level", "warning"]
-        results: dict[str, list[tuple[float, float]]] = {"stemsplit": [], "audio-separator": []}
-        for repeat in range(args.repeats):
-            for label, command in (("audio-separator", theirs), ("stemsplit", ours)):
-                wall, rss = measured_run(command, env)
-                results[label].append((wall, rss))
-                print(f"run {repeat + 1}  {label:<16} {wall:7.1f} s  {rss:7.0f} MiB", flush=True)
-        medians = {label: (statistics.median(w for w, _ in runs),
-                           statistics.median(r for _, r in runs))
-                   for label, runs in results.items()}
-        print(f"\n{args.seconds:g} s track, BS-RoFormer viperx dimensions, {threads} threads, "
-              f"median of {args.repeats}:")
-        for label, (wall, rss) in medians.items():
-            print(f"  {label:<16} {wall:7.1f} s  {rss:7.0f} MiB")
-        (their_wall, their_rss), (our_wall, our_rss) = medians["audio-separator"], medians["stemsplit"]
-        print(f"  audio-separator / stemsplit: time {their_wall / our_wall:.2f}x, "
-              f"peak RSS {their_rss / our_rss:.2f}x")
+        compare_alternately({"audio-separator": (theirs, env), "stemsplit": (ours, env)},
+                            args.repeats, f"{args.seconds:g} s track, BS-RoFormer viperx "
+                            f"dimensions, {threads} threads")
         if args.memory_seconds:
             print("\nstemsplit's peak RSS against track length (small random BS-RoFormer):")
             small = write_small_model(work / "small")

@@ -21,15 +21,16 @@ import typer
 
 from . import __version__
 from .errors import UsageError
+from .eval_cli import eval_command
 from .families import all_families
 from .models_cli import models_app
-from .terminal import (complete_for_implicit_separate, complete_model, install_log_handler,
-                       run_command, stderr)
+from .terminal import (ProgressDisplay, complete_for_implicit_separate, complete_model,
+                       install_log_handler, run_command, stderr)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import TrackResult
 
-COMMANDS = ("separate", "batch", "models")
+COMMANDS = ("separate", "batch", "models", "eval")
 
 app = typer.Typer(
     add_completion=True,
@@ -39,7 +40,8 @@ app = typer.Typer(
     help="Split songs into stems (drums, bass, other, vocals, ...).\n\n"
     "stemsplit FILE... separates files (the 'separate' command is implied);\n"
     "stemsplit batch DIR separates every audio file in a folder;\n"
-    "stemsplit models lists the models.",
+    "stemsplit models lists the models;\n"
+    "stemsplit eval REFERENCE_DIR ESTIMATES_DIR scores stems against references.",
 )
 
 
@@ -71,7 +73,7 @@ def main_options(
 
 
 # -- reporting -------------------------------------------------------------------------
-class TerminalObserver:
+class TerminalObserver(ProgressDisplay):
     """Draws per-track progress on stderr (bars on a terminal, one line per track else)."""
 
     def __init__(self, quiet: bool, on_result=None) -> None:
@@ -92,15 +94,6 @@ class TerminalObserver:
                 TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
                 TextColumn("eta"), TimeRemainingColumn(), console=stderr, transient=True,
             )
-
-    def __enter__(self):
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.stop()
 
     def message(self, text: str) -> None:
         if not self.quiet:
@@ -517,6 +510,7 @@ def batch_command(
 
 
 app.add_typer(models_app, name="models")
+app.command("eval")(eval_command)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

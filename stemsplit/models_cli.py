@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from .terminal import complete_model, install_log_handler, report_error, run_command, stderr
+from .terminal import (ProgressDisplay, complete_model, install_log_handler, report_error,
+                       run_command, stderr)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .registry import ModelSpec, Registry
@@ -259,7 +260,7 @@ def info_command(
 # -- download --------------------------------------------------------------------------
 
 
-class DownloadBars:
+class DownloadBars(ProgressDisplay):
     """One progress bar per file on stderr when it is a terminal; nothing otherwise."""
 
     def __init__(self, quiet: bool) -> None:
@@ -273,15 +274,6 @@ class DownloadBars:
                 TransferSpeedColumn(), TimeRemainingColumn(), console=stderr,
                 redirect_stdout=False, redirect_stderr=False,
             )
-
-    def __enter__(self) -> "DownloadBars":
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
     def __call__(self, filename: str, done: int, total: int | None) -> None:
         if self.progress is None:

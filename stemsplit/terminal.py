@@ -21,6 +21,22 @@ from .errors import StemsplitError
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+class ProgressDisplay:
+    """A context that shows ``self.progress`` (a rich Progress, set by the subclass where
+    stderr is a terminal; None elsewhere) while it is open."""
+
+    progress = None
+
+    def __enter__(self):
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
 class Terminated(BaseException):
     """Raised on SIGTERM so that temporary files are cleaned up like on Ctrl-C."""
 

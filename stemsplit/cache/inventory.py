@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
+from .archives import is_archive, remove_unpacked
 from .hub import hf_cached, hf_repo_folder
 from .integrity import ChecksumStore, FileCheck, check_file, discard
 from .locations import hf_cache_dir, url_folder
@@ -94,7 +95,8 @@ def _used_elsewhere(spec: ModelSpec, file: ModelFile, others: list[ModelSpec]) -
 def remove_model(spec: ModelSpec, others: list[ModelSpec] | None = None) -> list[Path]:
     """Delete ``spec``'s files from every cache (for the Hugging Face cache: from every
     snapshot, with their blobs, and the repo folder once nothing is left in it). Files another
-    model of ``others`` also lists are kept. Returns what was deleted."""
+    model of ``others`` also lists are kept; an archive goes with the folder it was unpacked
+    into. Returns what was deleted."""
     store = ChecksumStore()
     removed: list[Path] = []
     hub_dir = hf_cache_dir()
@@ -116,6 +118,10 @@ def remove_model(spec: ModelSpec, others: list[ModelSpec] | None = None) -> list
                     store.forget([blob])
         else:
             path = url_folder(file.folder) / file.filename
+            if is_archive(file.filename):
+                folder = remove_unpacked(path)
+                if folder is not None:
+                    removed.append(folder)
             if path.is_file():
                 with file_lock(path):
                     _unlink(path, removed)

@@ -20,6 +20,7 @@ FAMILIES: dict[str, str] = {
     "demucs": "stemsplit.families.demucs",
     "mdx": "stemsplit.families.mdx",
     "msst": "stemsplit.families.msst",
+    "spleeter": "stemsplit.families.spleeter",
 }
 """weights.toml's ``family`` -> the module whose ``FAMILY`` is its adapter. The order is
 the order in which a ``--weights`` path is offered to them."""

@@ -1,0 +1,322 @@
+"""``stemsplit eval``: how good a separation is, as a table, JSON or CSV.
+
+Registered by cli.py as a command. The scoring lives in ``evaluation`` (no terminal code);
+this module parses the options, draws progress and the results table on stderr, and writes
+``--json`` / ``--csv`` results. Nothing here imports torch or numpy at import time, so
+``--help`` stays fast; torch is imported only to separate with ``-n MODEL``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, List, Optional
+
+import typer
+
+from .errors import OutputError, UsageError
+from .terminal import ProgressDisplay, complete_model, install_log_handler, run_command, stderr
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .evaluation import EvaluationReport, TrackScore
+
+_DEFAULT_METRICS = "sdr,si_sdr"
+
+
+class EvalProgress(ProgressDisplay):
+    """An evaluation's progress on stderr: a tracks bar (and the separation's) on a terminal;
+    skipped stems, warnings and failures as lines in any case (errors even with -q)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress = None
+        self.overall = None
+        self.current = None
+        self.downloads: dict[str, object] = {}
+        if not quiet and stderr.is_terminal:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn)
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=stderr, transient=True,
+            )
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            stderr.print(text, markup=False)
+
+    def tracks_found(self, total: int) -> None:
+        if self.progress is not None:
+            self.overall = self.progress.add_task("tracks", total=total)
+
+    def track_started(self, track: str, index: int, stage: str) -> None:
+        if self.progress is None:
+            return
+        self.progress.update(self.overall, description=f"{stage} {track}")
+        if self.current is not None:
+            self.progress.remove_task(self.current)
+            self.current = None
+        if stage == "separating":
+            self.current = self.progress.add_task("  samples", total=None)
+
+    def track_progress(self, track: str, done: int, total: int) -> None:
+        if self.progress is not None and self.current is not None:
+            self.progress.update(self.current, completed=done, total=total)
+
+    def track_finished(self, score: "TrackScore") -> None:
+        if self.progress is not None:
+            if self.current is not None:
+                self.progress.remove_task(self.current)
+                self.current = None
+            self.progress.advance(self.overall)
+        for stem, reason in score.skipped.items():
+            self.message(f"{score.track}: {stem} skipped ({reason})")
+        if not self.quiet:
+            for warning in score.warnings:
+                stderr.print(f"warning: {score.track}: {warning}", markup=False)
+        if score.status == "failed":
+            stderr.print(f"error: {score.error}", markup=False)
+        elif score.status == "missing":
+            self.message(f"warning: {score.error}")
+        else:
+            frames = max((stem.frames for stem in score.stems.values()), default=0)
+            audio_seconds = frames / score.sample_rate if score.sample_rate else 0.0
+            count = len(score.stems)
+            self.message(f"scored {score.track} ({count} stem{'s' if count != 1 else ''}, "
+                         f"{audio_seconds:.1f} s of audio, in {score.seconds_taken:.1f} s)")
+
+    def download_progress(self, filename: str, done: int, total: int | None) -> None:
+        if self.progress is None:
+            return
+        if filename not in self.downloads:
+            self.downloads[filename] = self.progress.add_task(f"download {filename}", total=total)
+        self.progress.update(self.downloads[filename], completed=done, total=total)
+
+
+# -- output ------------------------------------------------------------------------------
+def _number(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def results_table(report: "EvaluationReport"):
+    """Per track and stem, then per stem the mean and median over the scored tracks."""
+    from rich.table import Table
+
+    keys = report.keys
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    table.add_column("track", overflow="fold")
+    table.add_column("stem")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for track in report.tracks:
+        if track.status != "done":
+            label = "(failed)" if track.status == "failed" else "(no estimates)"
+            table.add_row(track.track, label, *["" for _ in keys])
+            continue
+        for number, (stem, score) in enumerate(track.stems.items()):
+            table.add_row(track.track if number == 0 else "", stem,
+                          *[_number(score.values.get(key)) for key in keys])
+    aggregate = report.aggregate()
+    if aggregate:
+        if table.rows:
+            table.rows[-1].end_section = True
+        for statistic in ("mean", "median"):
+            for number, (stem, per_key) in enumerate(aggregate.items()):
+                count = max(entry["tracks"] for entry in per_key.values())
+                table.add_row(f"{statistic} ({count} track{'s' if count != 1 else ''})", stem,
+                              *[_number(per_key[key][statistic]) for key in keys],
+                              end_section=number == len(aggregate) - 1 and statistic == "mean")
+    return table
+
+
+def _print_table(table) -> None:  # noqa: ANN001
+    if stderr.is_terminal:
+        stderr.print(table)
+        return
+    from rich.console import Console
+
+    console = Console(file=sys.stderr, width=200, color_system=None, highlight=False,
+                      soft_wrap=False)
+    with console.capture() as captured:
+        console.print(table)
+    sys.stderr.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+    sys.stderr.flush()
+
+
+def _write_csv(report: "EvaluationReport", target: str) -> None:
+    if target == "-":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(report.CSV_COLUMNS)
+        writer.writerows(report.csv_rows())
+        return
+    path = Path(target)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: is a folder", hint="give --csv a file name")
+    # A hidden temporary file beside the target, renamed over it once complete: a reader
+    # never sees half a file, and an error leaves the old one as it was.
+    temporary = None
+    try:
+        for attempt in range(100):
+            candidate = path.parent / f".{path.name}.{os.getpid()}.{attempt}.tmp"
+            try:
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                continue
+            temporary = candidate
+            break
+        else:
+            raise OutputError(f"cannot write {path}: no temporary file name free in "
+                              f"{path.parent}")
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file, lineterminator="\n")
+            writer.writerow(report.CSV_COLUMNS)
+            writer.writerows(report.csv_rows())
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+        temporary = None
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        if temporary is not None:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+
+
+# -- the command -----------------------------------------------------------------------
+def _evaluate(
+    reference_dir: Path, estimates_dir: Optional[Path], *, model: Optional[str],
+    name: Optional[str], weights: Optional[Path], out: Optional[Path], force: bool,
+    metrics: str, tracks: Optional[List[str]], two_stems: Optional[str], device: str,
+    jobs: int, segment: Optional[float], overlap: Optional[float], shifts: int, seed: int,
+    batch_size: int, offline: bool, as_json: bool, csv_path: Optional[str], quiet: bool,
+) -> int:
+    from . import evaluation
+
+    chosen_metrics = evaluation.parse_metrics(metrics)
+    if model and name and model != name:
+        raise UsageError(f"--model {model} and -n {name} disagree")
+    model_name = model or name
+    with_model = model_name is not None or weights is not None
+    if with_model and estimates_dir is not None:
+        raise UsageError("give ESTIMATES_DIR or -n MODEL, not both",
+                         hint="ESTIMATES_DIR scores stems written before; -n separates the mixtures now")
+    if not with_model:
+        if estimates_dir is None:
+            raise UsageError("give ESTIMATES_DIR, or -n MODEL to separate the mixtures and score them")
+        given = [flag for flag, value in (("-o", out), ("--two-stems", two_stems),
+                                          ("--segment", segment), ("--overlap", overlap),
+                                          ("--shifts", shifts or None), ("--force", force or None))
+                 if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)}: only with -n MODEL (separating the mixtures)")
+    if as_json and csv_path == "-":
+        raise UsageError("--json and --csv - both write to stdout; give --csv a file")
+    if "bss_v4" in chosen_metrics:
+        evaluation.require_museval()  # before any work: one line saying how to install it
+
+    install_log_handler(quiet)
+    with EvalProgress(quiet) as progress:
+        if with_model:
+            report = _evaluate_with_model(
+                reference_dir, chosen_metrics, progress, model_name=model_name or
+                os.environ.get("STEMSPLIT_MODEL") or None, weights=weights, out=out,
+                force=force, tracks=tracks, two_stems=two_stems, device=device, jobs=jobs,
+                segment=segment, overlap=overlap, shifts=shifts, seed=seed,
+                batch_size=batch_size, offline=offline)
+        else:
+            assert estimates_dir is not None
+            report = evaluation.evaluate_folders(reference_dir, estimates_dir, chosen_metrics,
+                                                 tracks=tracks, observer=progress)
+    if not quiet:
+        _print_table(results_table(report))
+        if report.missing:
+            stderr.print(f"{len(report.missing)} track{'s' if len(report.missing) != 1 else ''} "
+                         "without estimates", markup=False)
+        if report.failed:
+            stderr.print(f"{len(report.failed)} track{'s' if len(report.failed) != 1 else ''} "
+                         "failed", markup=False)
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2, allow_nan=False) + "\n")
+    if csv_path is not None:
+        _write_csv(report, csv_path)
+    sys.stdout.flush()
+    return 1 if report.failed or not report.scored else 0
+
+
+def _evaluate_with_model(reference_dir: Path, metrics, progress: EvalProgress, *,
+                         model_name: Optional[str], weights: Optional[Path],
+                         out: Optional[Path], force: bool, tracks: Optional[List[str]],
+                         two_stems: Optional[str], device: str, jobs: int,
+                         segment: Optional[float], overlap: Optional[float], shifts: int,
+                         seed: int, batch_size: int, offline: bool) -> "EvaluationReport":
+    from .allocator import keep_freed_memory
+    keep_freed_memory()  # before torch and its threads, as `separate` does
+    from . import evaluation, pipeline
+    from .engine import SeparationSettings
+    from .families.base import ChunkingRequest
+    from .loading import load_model
+
+    import torch
+    if jobs > 0:
+        torch.set_num_threads(jobs)
+    try:
+        settings = SeparationSettings(shifts=shifts, seed=seed, batch_size=batch_size)
+    except ValueError as error:
+        raise UsageError(str(error))
+    chunking = ChunkingRequest(segment_seconds=segment, overlap=overlap)
+    selection = pipeline.StemSelection(two_stems=two_stems)
+    evaluation.find_reference_tracks(reference_dir)  # a wrong folder fails before the model loads
+    loaded = load_model(model_name, weights=weights, offline=True if offline else None,
+                        device=pipeline.resolve_device(device),
+                        progress=progress.download_progress)
+    loaded.engine_networks(chunking)  # rejects a bad --segment or --overlap before any work
+    return evaluation.evaluate_with_model(
+        reference_dir, loaded, metrics, settings=settings, chunking=chunking,
+        selection=selection, out_dir=out, force=force, tracks=tracks, observer=progress)
+
+
+def eval_command(
+    reference_dir: Path = typer.Argument(..., metavar="REFERENCE_DIR", show_default=False,
+                                         help="Reference track folders, as MUSDB18-HQ: <track>/mixture.wav and <track>/<stem>.wav."),
+    estimates_dir: Optional[Path] = typer.Argument(None, metavar="ESTIMATES_DIR", show_default=False,
+                                                   help="Estimates to score, from any tool: <track>/<stem>.<ext> or <model>/<track>/<stem>.<ext>, any audio format; a no_<stem> file is the complement of <stem> (no_vocals = accompaniment). Not with -n."),
+    metrics: str = typer.Option(_DEFAULT_METRICS, "--metrics", metavar="LIST",
+                                help="Comma-separated: sdr (global SDR over the whole track, as the music demixing challenges and MVSEP compute it), si_sdr (scale-invariant SDR), bss_v4 (museval's BSSEval v4 SDR/SIR/ISR/SAR, median over 1 s frames; needs `pip install \"stemsplit[eval]\"` and holds a track's stems in memory, museval's way; sdr and si_sdr are read in blocks)."),
+    tracks: Optional[List[str]] = typer.Option(None, "--track", metavar="NAME", help="Score only this reference track (repeatable)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Separate every mixture with this model (see `stemsplit models`) and score the stems.", autocompletion=complete_model),
+    name: Optional[str] = typer.Option(None, "-n", "--name", help="Same as --model.", autocompletion=complete_model),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Separate with a local checkpoint (as `stemsplit separate --weights`)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="With -n: keep the stems, as 32-bit float wav, in DIR/<model>/<track>/<stem>.wav (default: a temporary folder, deleted)."),
+    force: bool = typer.Option(False, "--force", "-f", help="With -o: separate again tracks whose stems exist there (otherwise they are scored as found)."),
+    two_stems: Optional[str] = typer.Option(None, "--two-stems", metavar="STEM", help="With -n: only STEM and its complement (accompaniment for vocals, else no_STEM)."),
+    device: str = typer.Option(os.environ.get("STEMSPLIT_DEVICE", "auto"), "-d", "--device", help="With -n: auto, cpu, cuda or mps."),
+    jobs: int = typer.Option(0, "-j", "--jobs", help="With -n: CPU threads for the networks (0 = all cores)."),
+    segment: Optional[float] = typer.Option(None, "--segment", help="With -n: chunk length in seconds (default: the model's)."),
+    overlap: Optional[float] = typer.Option(None, "--overlap", help="With -n: how much chunks overlap, as for `stemsplit separate` (default: the model's)."),
+    shifts: int = typer.Option(0, "--shifts", help="With -n: random time shifts averaged (seeded)."),
+    seed: int = typer.Option(0, "--seed", help="With -n: seed for the shifts."),
+    batch_size: int = typer.Option(1, "--batch-size", help="With -n: segments per network call."),
+    offline: bool = typer.Option(False, "--offline", help="With -n: never use the network (also STEMSPLIT_OFFLINE=1)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document with every number on stdout."),
+    csv_path: Optional[str] = typer.Option(None, "--csv", metavar="FILE", help="Write one row per track, stem and metric, then the mean and median rows, to FILE ('-': stdout)."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No table or messages on stderr, errors only."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Score separated stems against reference stems: SDR, SI-SDR, BSSEval v4.
+
+    Score a tool's stems in ESTIMATES_DIR, or give -n MODEL to separate each reference
+    mixture (the model loaded once) and score that, writing no stems unless -o DIR.
+    Tracks are matched by folder name; stems missing on either side are skipped and said.
+    A missing reference accompaniment (or no_<stem>) is the sum of the other reference stems.
+    The table (per track and stem, then the mean and median per stem) goes to stderr;
+    --json and --csv give every number. Exit 1 if a track failed (the others are scored).
+    """
+    arguments = dict(locals())
+    arguments.pop("debug")
+    run_command(lambda: _evaluate(**arguments))
