@@ -76,6 +76,49 @@ def measured_run(command: list[str], env: dict) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
+def sampled_run(command: list[str], env: dict, interval: float = 0.02
+                ) -> tuple[float, float, list[tuple[float, float]]]:
+    """``measured_run``, sampling the process's RSS (Linux ``/proc``) every ``interval``
+    seconds: (wall seconds, peak RSS in MiB, [(seconds since start, RSS MiB), ...])."""
+    import threading
+
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    samples: list[tuple[float, float]] = []
+    finished = threading.Event()
+
+    def sample() -> None:
+        status = Path(f"/proc/{process.pid}/status")
+        while not finished.is_set():
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        samples.append((time.perf_counter() - started,
+                                        int(line.split()[1]) / 1024))
+            except (OSError, ValueError):
+                pass
+            finished.wait(interval)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    finished.set()
+    sampler.join()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command[:4])} failed:\n{stderr}")
+    return wall, max([usage.ru_maxrss / 1024] + [rss for _, rss in samples]), samples
+
+
+def steady_rss(samples: list[tuple[float, float]], wall: float) -> float | None:
+    """The RSS a run holds: the median of the samples from half-way to 90% of its wall
+    time (after the allocator has settled, before the end of the track)."""
+    held = sorted(rss for at, rss in samples if 0.5 * wall <= at <= 0.9 * wall)
+    return held[len(held) // 2] if held else None
+
+
 def compare_alternately(commands: dict[str, tuple[list[str], dict]], repeats: int,
                         title: str) -> dict[str, tuple[float, float]]:
     """Run each (command, env) in turn, ``repeats`` times (the reference first: its label

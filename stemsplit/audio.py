@@ -73,6 +73,7 @@ from typing import IO, Iterator, Optional, Union
 import numpy as np
 
 from .errors import InputError, OutputError, StemsplitError, UsageError
+from .plan import AUDIO_EXTENSIONS, is_audio_path  # noqa: F401 (kept here too)
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -90,20 +91,6 @@ __all__ = [
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: File extensions (lower case, with the dot) treated as audio or video input.
-AUDIO_EXTENSIONS = frozenset(
-    {
-        # audio
-        ".mp3", ".mp2", ".mpa", ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus",
-        ".m4a", ".m4b", ".aac", ".aiff", ".aif", ".aifc", ".wma", ".alac", ".ape",
-        ".wv", ".ac3", ".eac3", ".dts", ".amr", ".au", ".snd", ".caf", ".mka",
-        ".spx", ".tta", ".w64", ".rf64", ".weba", ".3ga",
-        # video containers with an audio track
-        ".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".flv", ".wmv", ".mpg",
-        ".mpeg", ".ts", ".m2ts", ".mts", ".3gp", ".3g2", ".ogv", ".vob", ".asf",
-    }
-)
-
 #: Default block size of :func:`decode_blocks`, in frames (about 3 s at 44.1 kHz).
 DEFAULT_BLOCK_FRAMES = 1 << 17
 
@@ -114,11 +101,6 @@ MP3_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000
 
 _STDERR_TAIL_LINES = 200
 _COPY_BLOCK_FRAMES = 1 << 16
-
-
-def is_audio_path(path: PathLike) -> bool:
-    """True when ``path``'s extension is one of :data:`AUDIO_EXTENSIONS`."""
-    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
 # --------------------------------------------------------------------------- ffmpeg

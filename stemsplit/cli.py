@@ -58,6 +58,17 @@ class OtherMethod(str, Enum):
     none = "none"
 
 
+def _ensemble_algorithms() -> tuple[str, ...]:
+    from .registry import ENSEMBLE_ALGORITHMS
+
+    return ENSEMBLE_ALGORITHMS
+
+
+EnsembleAlgorithm = Enum("EnsembleAlgorithm", {name: name for name in _ensemble_algorithms()},
+                         type=str)
+"""``--ensemble``: how an ensemble combines its models' stems (see ensemble.py)."""
+
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"stemsplit {__version__}")
@@ -106,6 +117,10 @@ class TerminalObserver(ProgressDisplay):
     def track_progress(self, track: str, done: int, total: int) -> None:
         if self.progress is not None and track in self.tasks:
             self.progress.update(self.tasks[track], completed=done, total=total)
+
+    def track_stage(self, track: str, stage: str) -> None:
+        if self.progress is not None and track in self.tasks:
+            self.progress.update(self.tasks[track], description=f"{Path(track).name} ({stage})")
 
     def track_finished(self, result: "TrackResult") -> None:
         task = self.tasks.pop(result.input, None)
@@ -164,14 +179,17 @@ def _emit_results(results: list["TrackResult"], model_name: str, as_json: bool) 
 
 
 # -- shared option handling -------------------------------------------------------------
-def _choose_model(model: Optional[str], name: Optional[str], stems: Optional[int],
-                  two_stems: Optional[str]) -> tuple[Optional[str], Optional[str]]:
-    """Resolve --model/-n and --stems into (model name or None, two_stems)."""
+def _choose_model(model: Optional[List[str]], name: Optional[List[str]], stems: Optional[int],
+                  two_stems: Optional[str]) -> tuple[Optional[List[str]], Optional[str]]:
+    """Resolve --model/-n (repeated, or a preset, for an ensemble) and --stems into (model
+    names or None, two_stems)."""
     from .registry import load_registry
 
-    if model and name and model != name:
-        raise UsageError(f"--model {model} and -n {name} disagree")
-    chosen = model or name or os.environ.get("STEMSPLIT_MODEL") or None
+    if model and name and list(model) != list(name):
+        raise UsageError(f"--model {' '.join(model)} and -n {' '.join(name)} disagree",
+                         hint="name the models with one of them (repeated for an ensemble)")
+    environment = os.environ.get("STEMSPLIT_MODEL")
+    chosen = list(model or name or []) or ([environment] if environment else None)
     if stems is None:
         return chosen, two_stems
     registry = load_registry()
@@ -185,8 +203,16 @@ def _choose_model(model: Optional[str], name: Optional[str], stems: Optional[int
     if two_stems:
         raise UsageError(f"--stems {stems} and --two-stems contradict each other")
     if chosen is None:
-        return registry.stems_models[stems], None
-    spec = registry.get(chosen)
+        return [registry.stems_models[stems]], None
+    members = [member for label in chosen for member in
+               (registry.preset(label).models if registry.preset(label) else [label])]
+    if len(members) > 1:  # an ensemble gives every stem one of its models gives
+        given = list(dict.fromkeys(s for member in members for s in registry.get(member).stems))
+        if len(given) != stems:
+            raise UsageError(f"the ensemble gives {len(given)} stems ({', '.join(given)}), "
+                             f"not {stems}", hint="drop --stems")
+        return chosen, None
+    spec = registry.get(chosen[0])
     if len(spec.stems) != stems:
         raise UsageError(f"model {spec.name} gives {len(spec.stems)} stems, not {stems}",
                          hint=f"drop --stems, or use --model {registry.stems_models[stems]}")
@@ -198,16 +224,18 @@ SeparateInputs = typer.Argument(..., help="Audio or video files to separate.",
 
 
 def _separate_inputs(
-    inputs: list, *, model: Optional[str], name: Optional[str], stems: Optional[int],
-    weights: Optional[Path], out: Path, filename: str, device: str,
+    inputs: list, *, model: Optional[List[str]], name: Optional[List[str]],
+    stems: Optional[int], weights: Optional[Path], out: Path, filename: str, device: str,
     shifts: int, seed: int, overlap: Optional[float], segment: Optional[float],
     two_stems: Optional[str], other_method: OtherMethod, stem: Optional[List[str]],
     int24: bool, float32: bool, clip_mode: ClipMode, flac: bool, mp3: bool, mp3_bitrate: int,
     sample_rate: Optional[int], jobs: int, parallel: int, batch_size: int, force: bool,
     offline: bool, quiet: bool, as_json: bool, debug: bool, batch: bool = False,
     fail_fast: bool = False, family_options: Optional[dict] = None,
+    ensemble: Optional[str] = None, ensemble_weights: Optional[str] = None,
 ) -> int:
-    """Separate ``inputs`` (paths, '-', or batch items) with one model; the exit code.
+    """Separate ``inputs`` (paths, '-', or batch items) with one model or an ensemble (several
+    ``-n``, or a preset: ``ensemble`` algorithm, ``ensemble_weights`` "2,1"); the exit code.
 
     ``batch``: JSON Lines as each file finishes and a summary table on stderr; otherwise
     one JSON document (or the written paths) at the end. ``family_options``: the values of
@@ -223,15 +251,33 @@ def _separate_inputs(
         raise UsageError("--int24/--float32 do not apply to --mp3")
     if float32 and flac:
         raise UsageError("--float32 applies to wav only (flac is 16 or 24 bit)")
-    model_name, two_stems = _choose_model(model, name, stems, two_stems)
+    model_names, two_stems = _choose_model(model, name, stems, two_stems)
     to_stdout = str(out) == "-"
     if to_stdout and (as_json or batch):
         raise UsageError("-o - writes audio to stdout; it takes one input, without --json")
     if sum(str(track) == "-" for track in inputs) > 1 or (to_stdout and len(inputs) != 1):
         raise UsageError("stdin ('-') and -o - take exactly one input")
+    from .plan import OutputOptions, StemSelection
+    options = OutputOptions(
+        out_dir=out, filename=filename, format="mp3" if mp3 else "flac" if flac else "wav",
+        bits=24 if int24 else 16, float32=float32, mp3_bitrate=mp3_bitrate,
+        clip_mode=clip_mode.value, sample_rate=sample_rate, force=force,
+        stream=sys.stdout.buffer if to_stdout else None,
+    )
+    selection = StemSelection(two_stems=two_stems, other_method=other_method.value,
+                              only=tuple(stem) if stem else None)
+    finished = _finished_before_loading(
+        inputs, model_names, options, selection, weights=weights, device=device,
+        ensemble=ensemble is not None or ensemble_weights is not None,
+        family_options=family_options, shifts=shifts, batch_size=batch_size,
+        segment=segment, overlap=overlap)
+    if finished is not None:  # a rerun with nothing left to do: no torch, no model
+        return _report_finished(*finished, batch=batch, as_json=as_json, quiet=quiet)
 
     from .allocator import keep_freed_memory
     keep_freed_memory()  # before torch and the worker threads; see allocator.py
+    recipe = _ensemble_recipe(model_names or [], ensemble, ensemble_weights, weights,
+                              two_stems, other_method.value, tuple(stem) if stem else None)
     from . import pipeline  # torch is imported from here on
     from .batch import (BatchItem, available_memory_bytes, choose_parallel, plan_jobs,
                         run_jobs, track_memory_bytes)
@@ -242,19 +288,11 @@ def _separate_inputs(
     import torch
     if jobs > 0:
         torch.set_num_threads(jobs)
-    options = pipeline.OutputOptions(
-        out_dir=out, filename=filename, format="mp3" if mp3 else "flac" if flac else "wav",
-        bits=24 if int24 else 16, float32=float32, mp3_bitrate=mp3_bitrate,
-        clip_mode=clip_mode.value, sample_rate=sample_rate, force=force,
-        stream=sys.stdout.buffer if to_stdout else None,
-    )
     try:
         settings = SeparationSettings(shifts=shifts, seed=seed, batch_size=batch_size)
     except ValueError as error:
         raise UsageError(str(error))
     chunking = ChunkingRequest(segment_seconds=segment, overlap=overlap)
-    selection = pipeline.StemSelection(two_stems=two_stems, other_method=other_method.value,
-                                       only=tuple(stem) if stem else None)
     def print_json_line(result: "TrackResult") -> None:
         sys.stdout.write(json.dumps(_result_document(result)) + "\n")
         sys.stdout.flush()
@@ -268,11 +306,15 @@ def _separate_inputs(
     if batch:
         on_result = print_json_line if as_json else print_paths
     with TerminalObserver(quiet, on_result=on_result) as observer:
-        loaded = load_model(
-            model_name, weights=weights, offline=True if offline else None,
-            device=pipeline.resolve_device(device), progress=observer.download_progress,
-            options=family_options,
-        )
+        if recipe is not None:
+            loaded = _load_ensemble(recipe, offline, pipeline.resolve_device(device),
+                                    observer.download_progress, family_options or {})
+        else:
+            loaded = load_model(
+                model_names[0] if model_names else None, weights=weights,
+                offline=True if offline else None, device=pipeline.resolve_device(device),
+                progress=observer.download_progress, options=family_options,
+            )
         # Rejects a bad --segment or --overlap before any work.
         networks = loaded.engine_networks(chunking)
 
@@ -300,6 +342,120 @@ def _separate_inputs(
     elif not to_stdout:
         _emit_results(summary.results, loaded.name, as_json)
     return 1 if summary.failed else 0
+
+
+def _finished_before_loading(
+    inputs: list, model_names: Optional[List[str]], options: Any, selection: Any, *,
+    weights: Optional[Path], device: str, ensemble: bool, family_options: Optional[dict],
+    shifts: int, batch_size: int, segment: Optional[float], overlap: Optional[float],
+) -> Optional[tuple[str, list]]:
+    """(the model's name, every input's 'skipped' result) when all the outputs of a run
+    exist already and that can be told without torch or the model: from the registry's
+    name and stems of a published model, and the output options. None otherwise, and the
+    run goes on as ever (the model is loaded, then each track is skipped or separated).
+
+    Only for one model named from the registry: with ``--weights`` the model may name
+    itself and its stems after the file, a family's own option may change its stems, and
+    an ensemble names its outputs itself; and only when nothing the loaded model would check
+    (``--segment``, an ``--overlap`` no network takes, ``--shifts``/``--batch-size``, the
+    registry entry) could make the real run refuse to start.
+    """
+    if options.force or options.stream is not None or weights is not None or ensemble:
+        return None
+    if model_names is not None and len(model_names) != 1:
+        return None
+    if any(value is not None and value is not False for value in (family_options or {}).values()):
+        return None
+    if segment is not None or shifts < 0 or batch_size < 1:
+        return None
+    if overlap is not None and not (0 <= overlap < 1
+                                    or (overlap >= 2 and float(overlap).is_integer())):
+        return None
+    from .errors import StemsplitError
+    from .plan import finished_tracks
+    from .registry import load_registry
+
+    try:
+        spec = load_registry().get(model_names[0] if model_names else None)
+        if spec.unsupported:
+            return None
+        results = finished_tracks(inputs, model_name=spec.name, sources=spec.stems,
+                                  selection=selection, options=options)
+    except StemsplitError:  # the real run reports it, as ever
+        return None
+    if results is None:
+        return None
+    if device not in ("auto", "cpu"):  # an unavailable device is refused, as ever
+        from .pipeline import resolve_device
+        resolve_device(device)
+    return spec.name, results
+
+
+def _report_finished(model_name: str, results: list, *, batch: bool, as_json: bool,
+                     quiet: bool) -> int:
+    """Report the results of ``_finished_before_loading`` as a run that skipped them."""
+    from .plan import BatchSummary
+
+    def print_json_line(result: "TrackResult") -> None:
+        sys.stdout.write(json.dumps(_result_document(result)) + "\n")
+        sys.stdout.flush()
+
+    with TerminalObserver(quiet, on_result=print_json_line if batch and as_json else None) \
+            as observer:
+        observer.batch_started(len(results))
+        for result in results:
+            observer.track_finished(result)
+    if batch:
+        _print_summary(BatchSummary(results), quiet)
+    else:
+        _emit_results(results, model_name, as_json)
+    return 0
+
+
+def _ensemble_recipe(names: List[str], algorithm: Optional[str], weights_text: Optional[str],
+                     weights: Optional[Path], two_stems: Optional[str], other_method: str,
+                     only: Optional[tuple]) -> Any:
+    """The ensemble that several -n (or a preset) ask for, checked before any work (its
+    stems included: a stem no model gives is a usage error); None for one model."""
+    from .ensemble import parse_weights, plan_stems, recipe_sources, resolve_ensemble
+    from .registry import load_registry
+
+    registry = load_registry()
+    recipe = resolve_ensemble(
+        names, registry, algorithm=getattr(algorithm, "value", algorithm),
+        weights=parse_weights(weights_text) if weights_text is not None else None)
+    if recipe is None:
+        return None
+    if weights is not None:
+        raise UsageError("--weights runs one local checkpoint; it does not join an ensemble")
+    plan_stems(recipe_sources(recipe, registry), recipe.models, two_stems=two_stems,
+               other_method=other_method, only=only)
+    return recipe
+
+
+def _load_ensemble(recipe, offline: bool, device, progress, family_options: dict) -> Any:
+    """Every model of the ensemble, loaded once; each gets the family options its own
+    family reads (one that none of them reads is a usage error)."""
+    from .ensemble import Ensemble
+    from .families import family_named
+    from .loading import load_model
+    from .registry import load_registry
+
+    registry = load_registry()
+    families = [family_named(registry.get(model).family) for model in recipe.models]
+    owned = {option.name for family in families for option in family.options}
+    for family in all_families():
+        for option in family.options:
+            if option.is_set(family_options.get(option.name)) and option.name not in owned:
+                raise UsageError(f"{option.flag} applies to {family.display} models; the "
+                                 f"ensemble {recipe.name} has none")
+    members = []
+    for model, family in zip(recipe.models, families):
+        own = {option.name for option in family.options}
+        members.append(load_model(
+            model, offline=True if offline else None, device=device, progress=progress,
+            options={key: value for key, value in family_options.items() if key in own}))
+    return Ensemble(recipe, members)
 
 
 def _result_document(result: "TrackResult") -> dict:
@@ -347,8 +503,10 @@ _STEMS_HELP = ", ".join([f"{count} ({model})" for count, model in sorted(_STEMS_
 _WEIGHTS_HELP = "; ".join(family.weights_help for family in all_families())
 
 # Options shared by `separate` and `batch` (one definition, one help text each).
-MODEL_OPTION = typer.Option(None, "--model", "-m", help=f"Model name (see `stemsplit models`); default {_DEFAULT_MODEL}.", autocompletion=complete_model)
+MODEL_OPTION = typer.Option(None, "--model", "-m", help=f"Model name or preset (see `stemsplit models`); default {_DEFAULT_MODEL}. Repeat for an ensemble (-n A -n B).", autocompletion=complete_model)
 NAME_OPTION = typer.Option(None, "-n", "--name", help="Same as --model.", autocompletion=complete_model)
+ENSEMBLE_OPTION = typer.Option(None, "--ensemble", help="How an ensemble (several -n, or a preset) combines its models' stems: per sample (*_wave) or per STFT bin (*_fft) the weighted mean, the median, or the value of smallest/largest magnitude. Default avg_wave (or the preset's).", show_default=False)
+ENSEMBLE_WEIGHTS_OPTION = typer.Option(None, "--ensemble-weights", metavar="W1,W2,...", help="One positive weight per model of the ensemble, in -n order (avg_wave and avg_fft only; default equal).")
 STEMS_OPTION = typer.Option(None, "--stems", help=f"The number of stems: {_STEMS_HELP}.")
 WEIGHTS_OPTION = typer.Option(None, "--weights", help=f"Run a local checkpoint: {_WEIGHTS_HELP}.")
 DEVICE_OPTION = typer.Option(os.environ.get("STEMSPLIT_DEVICE", "auto"), "-d", "--device", help="auto, cpu, cuda or mps.")
@@ -421,9 +579,11 @@ def with_family_options(body: Callable[..., None]) -> Callable[..., None]:
 @with_family_options
 def separate_command(
     inputs: List[Path] = SeparateInputs,
-    model: Optional[str] = MODEL_OPTION,
-    name: Optional[str] = NAME_OPTION,
+    model: Optional[List[str]] = MODEL_OPTION,
+    name: Optional[List[str]] = NAME_OPTION,
     stems: Optional[int] = STEMS_OPTION,
+    ensemble: Optional[EnsembleAlgorithm] = ENSEMBLE_OPTION,
+    ensemble_weights: Optional[str] = ENSEMBLE_WEIGHTS_OPTION,
     weights: Optional[Path] = WEIGHTS_OPTION,
     out: Path = typer.Option(Path("separated"), "-o", "--out", help="Output folder; a subfolder per model is created."),
     filename: str = typer.Option("{track}/{stem}.{ext}", "--filename", help="Output name template: {track} {trackext} {stem} {ext} {model}."),
@@ -464,9 +624,11 @@ def batch_command(
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into subfolders."),
     filename: str = typer.Option("{relpath}/{track}/{stem}.{ext}", "--filename", help="Output name template: {relpath} {track} {trackext} {stem} {ext} {model}."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failing file."),
-    model: Optional[str] = MODEL_OPTION,
-    name: Optional[str] = NAME_OPTION,
+    model: Optional[List[str]] = MODEL_OPTION,
+    name: Optional[List[str]] = NAME_OPTION,
     stems: Optional[int] = STEMS_OPTION,
+    ensemble: Optional[EnsembleAlgorithm] = ENSEMBLE_OPTION,
+    ensemble_weights: Optional[str] = ENSEMBLE_WEIGHTS_OPTION,
     weights: Optional[Path] = WEIGHTS_OPTION,
     out: Path = typer.Option(Path("separated"), "-o", "--out", help="Output folder; a subfolder per model, then the input tree."),
     device: str = DEVICE_OPTION,
@@ -499,7 +661,7 @@ def batch_command(
     arguments = dict(locals())
 
     def body() -> int:
-        from .batch import collect_inputs
+        from .plan import collect_inputs
         items = collect_inputs(arguments.pop("folders"), recursive=arguments.pop("recursive"),
                                stdin=sys.stdin)
         if not items:

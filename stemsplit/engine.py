@@ -405,7 +405,9 @@ class _Pass:
 
     def take_finished(self) -> torch.Tensor | None:
         """Final output up to the earliest start of a remaining chunk (the track's end once
-        every chunk is in); samples no chunk weighted (a window's zeros) are 0."""
+        every chunk is in), at most a stride of it per call (call again for the rest: the end
+        of a track then needs no bigger buffers than its middle); samples no chunk weighted
+        (a window's zeros) are 0. None once nothing is finished."""
         if self.done:
             until = self.total_frames
         else:
@@ -413,6 +415,9 @@ class _Pass:
         count = until - self.acc_start
         if count <= 0:
             return None
+        # Samples before 0 (a border, a shift's leading zeros) are dropped: not counted.
+        count = min(count, max(0, -self.acc_start) + self.stride)
+        until = self.acc_start + count
         weight_sum = self.weight_sum[:count]
         result = self.acc[..., :count] / weight_sum
         if not bool((weight_sum > 0).all()):
@@ -510,6 +515,13 @@ class StreamingSeparator:
 
     ``statistics`` (of the whole track, measured beforehand) normalise the mixture for
     networks whose chunking asks for it; all networks of one separator must agree.
+
+    ``needed_stems`` (indices) names the stems the caller will use; None = all. Members of
+    the bag whose weight is 0 for every needed stem are not run (a bag whose weights are
+    one-hot gives one stem from one network). The needed stems are exactly what the
+    whole bag gives (the skipped members only ever added 0 times their estimate; shifts keep
+    the offsets drawn for the whole bag); the other stems of the output are then partial
+    sums, not estimates.
     """
 
     networks: Sequence[Network]
@@ -521,10 +533,29 @@ class StreamingSeparator:
     settings: SeparationSettings = field(default_factory=SeparationSettings)
     device: torch.device | str = "cpu"
     progress: ProgressCallback | None = None
+    needed_stems: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
-        normalise = {network.chunking.normalise for network in self.networks}
+        totals = [0.0] * self.stems
+        for network in self.networks:
+            if len(network.stem_weights) != self.stems:
+                raise ValueError("a network's stem weights do not match the stem count")
+            for stem, weight in enumerate(network.stem_weights):
+                totals[stem] += weight
+        self._stem_totals = totals
+        # Offsets are drawn for the whole bag, so that skipping members changes nothing.
+        delays = shift_offsets(len(self.networks), self.settings.shifts, self.sample_rate,
+                               self.settings)
+        members = list(zip(self.networks, delays))
+        if self.needed_stems is not None:
+            needed = sorted(set(self.needed_stems))
+            if not needed or not all(0 <= stem < self.stems for stem in needed):
+                raise ValueError(f"needed_stems {self.needed_stems} out of range")
+            members = [(network, member_delays) for network, member_delays in members
+                       if any(network.stem_weights[stem] != 0 for stem in needed)]
+        self._networks = [network for network, _ in members]
+        normalise = {network.chunking.normalise for network in self._networks}
         if len(normalise) > 1:
             raise ValueError("a bag cannot mix networks that normalise the mixture differently")
         normalisation = normalise.pop() if normalise else None
@@ -534,28 +565,19 @@ class StreamingSeparator:
         if normalisation is not None:
             scale = self.statistics.scale(normalisation)
             self._scale = scale if scale > 0 else 1.0
-        delays = shift_offsets(len(self.networks), self.settings.shifts, self.sample_rate,
-                               self.settings)
         self._passes: list[list[_Pass]] = [
             [
                 _Pass(network, self.total_frames, delay, self.stems, self.channels,
                       self.device)
                 for delay in member_delays
             ]
-            for network, member_delays in zip(self.networks, delays)
+            for network, member_delays in members
         ]
         self._pending: list[list[deque[torch.Tensor]]] = [
             [deque() for _ in member] for member in self._passes
         ]
         self._input = _InputWindow(self.channels, self.device)
         self._emitted = 0
-        totals = [0.0] * self.stems
-        for network in self.networks:
-            if len(network.stem_weights) != self.stems:
-                raise ValueError("a network's stem weights do not match the stem count")
-            for stem, weight in enumerate(network.stem_weights):
-                totals[stem] += weight
-        self._stem_totals = totals
         self._work_total = sum(
             p.chunk(i).length for member in self._passes for p in member
             for i in range(p.chunk_count)
@@ -594,8 +616,7 @@ class StreamingSeparator:
                     if not chunks:
                         break
                     self._forward(one_pass, chunks)
-                    finished = one_pass.take_finished()
-                    if finished is not None:
+                    while (finished := one_pass.take_finished()) is not None:
                         pending.append(finished)
         self._input.drop_before(
             min(p.needed_from() for member in self._passes for p in member)
@@ -628,29 +649,34 @@ class StreamingSeparator:
             self.progress(self._work_done, self._work_total)
 
     def _combine(self) -> list[torch.Tensor]:
-        """Emit the range every pass has finished, averaged over shifts, bag-weighted."""
+        """Emit the range every pass has finished, averaged over shifts, bag-weighted, in
+        blocks of at most the shortest stride: the last push of a track may finish two
+        strides and the tail at once, and blocks (and their temporaries) larger than any
+        before would grow the heap just as the track ends."""
         ready_until = min(
             self._emitted + sum(block.shape[-1] for block in pending)
             for member in self._pending for pending in member
         )
-        count = ready_until - self._emitted
-        if count <= 0:
-            return []
-        estimate: torch.Tensor | float = 0.0
-        for network, member_pending in zip(self.networks, self._pending):
-            member_estimate: torch.Tensor | float = 0.0
-            for pending in member_pending:
-                member_estimate = member_estimate + _pop_frames(pending, count)
-            member_estimate = member_estimate / len(member_pending)
-            weights = torch.tensor(network.stem_weights, device=self.device)
-            estimate = estimate + member_estimate * weights[:, None, None]
-        totals = torch.tensor(self._stem_totals, device=self.device)
-        assert isinstance(estimate, torch.Tensor)
-        estimate = estimate / totals[:, None, None]
-        self._emitted = ready_until
-        if self._normalise:
-            estimate = estimate * self._scale + self._mean
-        return [estimate]
+        limit = min((p.stride for member in self._passes for p in member), default=1)
+        outputs = []
+        while self._emitted < ready_until:
+            count = min(ready_until - self._emitted, limit)
+            estimate: torch.Tensor | float = 0.0
+            for network, member_pending in zip(self._networks, self._pending):
+                member_estimate: torch.Tensor | float = 0.0
+                for pending in member_pending:
+                    member_estimate = member_estimate + _pop_frames(pending, count)
+                member_estimate = member_estimate / len(member_pending)
+                weights = torch.tensor(network.stem_weights, device=self.device)
+                estimate = estimate + member_estimate * weights[:, None, None]
+            totals = torch.tensor(self._stem_totals, device=self.device)
+            assert isinstance(estimate, torch.Tensor)
+            estimate = estimate / totals[:, None, None]
+            self._emitted += count
+            if self._normalise:
+                estimate = estimate * self._scale + self._mean
+            outputs.append(estimate)
+        return outputs
 
 
 def _pop_frames(pending: deque[torch.Tensor], count: int) -> torch.Tensor:

@@ -287,7 +287,7 @@ def eval_command(
     estimates_dir: Optional[Path] = typer.Argument(None, metavar="ESTIMATES_DIR", show_default=False,
                                                    help="Estimates to score, from any tool: <track>/<stem>.<ext> or <model>/<track>/<stem>.<ext>, any audio format; a no_<stem> file is the complement of <stem> (no_vocals = accompaniment). Not with -n."),
     metrics: str = typer.Option(_DEFAULT_METRICS, "--metrics", metavar="LIST",
-                                help="Comma-separated: sdr (global SDR over the whole track, as the music demixing challenges and MVSEP compute it), si_sdr (scale-invariant SDR), bss_v4 (museval's BSSEval v4 SDR/SIR/ISR/SAR, median over 1 s frames; needs `pip install \"stemsplit[eval]\"` and holds a track's stems in memory, museval's way; sdr and si_sdr are read in blocks)."),
+                                help="Comma-separated: sdr (global SDR over the whole track, as the music demixing challenges and MVSEP compute it), si_sdr (scale-invariant SDR), bss_v4 (museval's BSSEval v4 SDR/SIR/ISR/SAR, median over 1 s frames; needs `pip install \"stemsplit-cli[eval]\"` and holds a track's stems in memory, museval's way; sdr and si_sdr are read in blocks)."),
     tracks: Optional[List[str]] = typer.Option(None, "--track", metavar="NAME", help="Score only this reference track (repeatable)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Separate every mixture with this model (see `stemsplit models`) and score the stems.", autocompletion=complete_model),
     name: Optional[str] = typer.Option(None, "-n", "--name", help="Same as --model.", autocompletion=complete_model),

@@ -92,7 +92,7 @@ BLOCK_FRAMES = audio.DEFAULT_BLOCK_FRAMES
 MIXTURE_NAMES = ("mixture", "mix", "linear_mixture")
 """File names (without extension) that hold a mixture, never a stem."""
 STEM_ORDER = ("vocals", "drums", "bass", "other", "guitar", "piano", "accompaniment")
-MUSEVAL_INSTALL = 'pip install "stemsplit[eval]"'
+MUSEVAL_INSTALL = 'pip install "stemsplit-cli[eval]"'
 
 
 # -- metrics -------------------------------------------------------------------------------

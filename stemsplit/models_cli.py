@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
+from .listing import (_human, _list, _model_row, _out,  # noqa: F401 (the list: without
+                      _preset_row, _print_table)  # typer, for __main__; see listing.py)
 from .terminal import (ProgressDisplay, complete_model, install_log_handler, report_error,
                        run_command, stderr)
 
@@ -43,93 +45,12 @@ def _specs(names: Optional[List[str]], everything: bool = False) -> list["ModelS
         return list(registry.models.values())
     specs: list = []
     for name in names:
-        spec = registry.get(name)
-        if spec not in specs:
-            specs.append(spec)
+        preset = registry.preset(name)
+        for model in preset.models if preset is not None else [name]:  # a preset: its models
+            spec = registry.get(model)
+            if spec not in specs:
+                specs.append(spec)
     return specs
-
-
-def _human(size: int | None) -> str:
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"  # pragma: no cover
-
-
-def _out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-
-
-def _print_table(table) -> None:  # noqa: ANN001
-    """A rich table on stdout as plain text (no colour, no trailing blanks)."""
-    from rich.console import Console
-
-    import shutil
-
-    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 400
-    console = Console(highlight=False, soft_wrap=False, width=max(width, 80), color_system=None)
-    with console.capture() as captured:
-        console.print(table)
-    for line in captured.get().splitlines():
-        _out(line.rstrip())
-
-
-# -- list ------------------------------------------------------------------------------
-
-
-def _model_row(spec: "ModelSpec", default: str) -> dict:
-    from .cache.inventory import is_cached, local_files
-
-    files = local_files(spec)
-    present = [local for local in files if local.path is not None]
-    sizes = [local.size for local in present if local.size is not None]
-    return {
-        "name": spec.name,
-        "default": spec.name == default,
-        "family": spec.family,
-        "architecture": spec.architecture,
-        "stems": list(spec.stems),
-        "sdr": spec.sdr,
-        "cached": is_cached(spec),
-        "size_bytes": sum(sizes) if present else None,
-        "files_cached": len(present),
-        "aliases": list(spec.aliases),
-        "description": spec.description,
-        "supported": spec.unsupported is None,
-    }
-
-
-def _list(as_json: bool) -> int:
-    registry = _registry()
-    rows = [_model_row(spec, registry.default_model) for spec in registry.models.values()]
-    if as_json:
-        _out(json.dumps(rows, indent=2))
-        return 0
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for column in ("model", "family", "architecture", "stems", "SDR", "size", "cached", "description"):
-        table.add_column(column, justify="right" if column in ("stems", "SDR", "size") else "left")
-    for row in rows:
-        label = row["name"] + (" *" if row["default"] else "")
-        short = [alias for alias in row["aliases"] if len(alias) <= 12]  # all in `info`
-        if short:
-            label += f" ({', '.join(short)})"
-        description = row["description"]
-        if not row["supported"]:
-            description = "not supported yet: " + description
-        cached = "yes" if row["cached"] else "partly" if row["files_cached"] else "no"
-        table.add_row(label, row["family"], row["architecture"], str(len(row["stems"])),
-                      f"{row['sdr']:.1f}" if row["sdr"] else "-", _human(row["size_bytes"]),
-                      cached, description)
-    _print_table(table)
-    _out(f"* default ({registry.default_model}). `stemsplit models info NAME` for details, "
-         "`stemsplit models download NAME` to fetch ahead.")
-    return 0
 
 
 @models_app.callback()
@@ -201,8 +122,38 @@ def _info_document(spec: "ModelSpec", default: str) -> dict:
     return document
 
 
+def _preset_info(preset, registry: "Registry", as_json: bool) -> int:
+    from .cache.inventory import is_cached
+
+    document = _preset_row(preset, registry)
+    document["sample_rate"] = registry.get(preset.models[0]).sample_rate
+    document["members"] = [{"name": model, "cached": is_cached(registry.get(model)),
+                            "stems": list(registry.get(model).stems),
+                            "weight": preset.weights[index] if preset.weights else 1.0}
+                           for index, model in enumerate(preset.models)]
+    for key in ("default", "family", "sdr", "size_bytes", "files_cached", "aliases", "supported"):
+        document.pop(key)
+    if as_json:
+        _out(json.dumps(document, indent=2))
+        return 0
+    _out(f"{preset.name} (preset: an ensemble)")
+    _out(f"  {preset.description}")
+    _out(f"  algorithm     {preset.algorithm}")
+    _out(f"  stems         {', '.join(document['stems'])}")
+    _out(f"  sample rate   {document['sample_rate']} Hz")
+    _out(f"  cached        {'yes' if document['cached'] else 'no'}")
+    _out("  models (weight, cached)")
+    for member in document["members"]:
+        _out(f"    {member['name']}  {member['weight']:g}  "
+             f"{'yes' if member['cached'] else 'no'}  ({', '.join(member['stems'])})")
+    return 0
+
+
 def _info(name: str, as_json: bool) -> int:
     registry = _registry()
+    preset = registry.preset(name)
+    if preset is not None:
+        return _preset_info(preset, registry, as_json)
     spec = registry.get(name)
     document = _info_document(spec, registry.default_model)
     if as_json:

@@ -13,7 +13,6 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Iterator, Sequence
 
@@ -21,98 +20,16 @@ import numpy as np
 import torch
 
 from . import audio
+from .ensemble import Ensemble, StemSpool, run_ensemble
 from .engine import MixStatistics, SeparationSettings, StreamingSeparator
 from .errors import InputError, OutputError, StemsplitError, UsageError
 from .families.base import ChunkingRequest
 from .loading import LoadedModel, load_model
-from .stems import complement_name
+from .plan import (OUTPUT_FORMATS, OutputOptions, StemSelection, TrackResult,  # noqa: F401
+                   _track_name, output_paths, skipped_result)
 
 SPOOL_BLOCK_FRAMES = 1 << 18
 """Frames per block read from the spool and fed to the engine (~6 s at 44.1 kHz)."""
-
-OUTPUT_FORMATS = ("wav", "flac", "mp3")
-
-
-@dataclass(frozen=True)
-class OutputOptions:
-    """Where and how stems are written."""
-
-    out_dir: Path = Path("separated")
-    filename: str = "{track}/{stem}.{ext}"
-    format: str = "wav"
-    bits: int = 16
-    float32: bool = False
-    mp3_bitrate: int = 320
-    clip_mode: str = "rescale"
-    sample_rate: int | None = None
-    """Output rate; None = the input's own rate."""
-    force: bool = False
-    """Rewrite a track whose outputs all exist already (otherwise it is skipped)."""
-    stream: IO[bytes] | None = None
-    """Write the single selected stem to this binary stream (``-o -``) instead of files."""
-
-    def __post_init__(self) -> None:
-        if self.format not in OUTPUT_FORMATS:
-            raise UsageError(f"unknown output format '{self.format}'",
-                             hint=f"choose one of {', '.join(OUTPUT_FORMATS)}")
-        if self.bits not in (16, 24):
-            raise UsageError("bits must be 16 or 24")
-        if self.clip_mode not in ("rescale", "clamp", "tanh", "none"):
-            raise UsageError(f"unknown clip mode '{self.clip_mode}'")
-        if self.float32 and self.format != "wav":
-            raise UsageError("--float32 applies to wav output only")
-
-
-@dataclass(frozen=True)
-class StemSelection:
-    """Which stems to produce: the model's, or one stem and its complement."""
-
-    two_stems: str | None = None
-    other_method: str = "add"
-    only: tuple[str, ...] | None = None
-    """Write only these of the produced stems (``--stem``)."""
-
-    def output_names(self, sources: Sequence[str]) -> list[str]:
-        if self.other_method not in ("add", "minus", "none"):
-            raise UsageError(f"unknown --other-method '{self.other_method}'",
-                             hint="choose add, minus or none")
-        if self.two_stems is not None:
-            if self.two_stems not in sources:
-                raise UsageError(
-                    f"stem '{self.two_stems}' is not produced by this model",
-                    hint=f"it produces {', '.join(sources)}",
-                )
-            names = [self.two_stems]
-            if self.other_method != "none":
-                names.append(complement_name(self.two_stems))
-        else:
-            names = list(sources)
-        if self.only:
-            unknown = [stem for stem in self.only if stem not in names]
-            if unknown:
-                raise UsageError(
-                    f"--stem {', '.join(unknown)}: not among this run's stems",
-                    hint=f"available: {', '.join(names)}",
-                )
-            names = [stem for stem in names if stem in self.only]
-        return names
-
-
-@dataclass
-class TrackResult:
-    """What happened to one input."""
-
-    input: str
-    status: str
-    """'done', 'skipped' or 'failed'."""
-    outputs: dict[str, Path] = field(default_factory=dict)
-    stems: dict[str, np.ndarray] | None = None
-    sample_rate: int | None = None
-    duration_seconds: float | None = None
-    seconds_taken: float = 0.0
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)
-
 
 class Observer:
     """Progress reports from the pipeline; the CLI draws them. All methods are optional."""
@@ -120,6 +37,9 @@ class Observer:
     def track_started(self, track: str, duration_seconds: float | None) -> None: ...
 
     def track_progress(self, track: str, done: int, total: int) -> None: ...
+
+    def track_stage(self, track: str, stage: str) -> None:
+        """The track moved on to another stage (an ensemble's next model: "model 2/3 X")."""
 
     def track_finished(self, result: TrackResult) -> None: ...
 
@@ -213,6 +133,35 @@ def _derive_outputs(names: Sequence[str], sources: Sequence[str], selection: Ste
     return result
 
 
+def needed_network_stems(names: Sequence[str], model: LoadedModel,
+                         selection: StemSelection) -> list[int]:
+    """The indices of the networks' stems that the outputs ``names`` are made from: a stem
+    itself; for a complement, the chosen stem (``--other-method minus``) or every other
+    stem (the sum); for a residual stem, every network stem."""
+    sources = list(model.sources)
+    network_count = len(model.network_sources)
+    needed: set[int] = set()
+
+    def source(index: int) -> None:
+        if index < network_count:
+            needed.add(index)
+        else:  # the residual: the mixture minus every network stem
+            needed.update(range(network_count))
+
+    for name in names:
+        if name in sources:
+            source(sources.index(name))
+        else:
+            chosen = sources.index(selection.two_stems)
+            if selection.other_method == "minus":
+                source(chosen)
+            else:
+                for index in range(len(sources)):
+                    if index != chosen:
+                        source(index)
+    return sorted(needed)
+
+
 def _run_engine(
     model: LoadedModel,
     blocks: Callable[[], Iterator[np.ndarray]],
@@ -230,6 +179,7 @@ def _run_engine(
         channels=model.audio_channels, stems=len(model.network_sources),
         sample_rate=model.sample_rate, statistics=statistics, settings=settings,
         device=model.device, progress=progress,
+        needed_stems=needed_network_stems(names, model, selection) or None,
     )
     # The raw mixture not yet matched by emitted stems (for --other-method minus, and a
     # model's residual stem).
@@ -252,38 +202,6 @@ def _run_engine(
         pending_mix = torch.cat([pending_mix, mix], dim=-1)
         deliver(separator.push(mix))
     deliver(separator.finish())
-
-
-def _track_name(path: Path) -> str:
-    return path.name.rsplit(".", 1)[0] if "." in path.name else path.name
-
-
-def output_paths(track: Path, names: Sequence[str], model_name: str,
-                 options: OutputOptions, relative_dir: str = "") -> dict[str, Path]:
-    """Where each stem of ``track`` goes: <out_dir>/<model>/<filename template>.
-
-    ``relative_dir`` is the track's folder relative to a batch root (``{relpath}``).
-    """
-    ext = options.format
-    fields = {
-        "relpath": relative_dir or ".",
-        "track": _track_name(track),
-        "trackext": track.name.rsplit(".", 1)[-1] if "." in track.name else "",
-        "ext": ext,
-        "model": model_name,
-    }
-    paths = {}
-    for name in names:
-        try:
-            relative = options.filename.format(stem=name, **fields)
-        except (KeyError, IndexError, ValueError) as error:
-            raise UsageError(f"--filename '{options.filename}': bad template ({error})",
-                             hint="fields: {track} {trackext} {stem} {ext} {model} {relpath}")
-        paths[name] = options.out_dir / model_name.replace("/", "_") / relative
-    if len(set(paths.values())) != len(paths):
-        raise UsageError(f"--filename '{options.filename}' gives several stems the same path",
-                         hint="include {stem} in the template")
-    return paths
 
 
 def _spool_stream(stream: IO[bytes]) -> Path:
@@ -319,7 +237,7 @@ class TrackJob:
     def __init__(
         self,
         source: str | Path | IO[bytes],
-        model: LoadedModel,
+        model: LoadedModel | Ensemble,
         *,
         settings: SeparationSettings = SeparationSettings(),
         chunking: ChunkingRequest = ChunkingRequest(),
@@ -336,7 +254,14 @@ class TrackJob:
         self.chunking = chunking
         self.selection = selection
         self.options = options
-        self.names = selection.output_names(model.sources)
+        self.plan = None
+        if isinstance(model, Ensemble):  # each model gives what it can (see ensemble.py)
+            self.plan = model.plan(selection.two_stems, selection.other_method,
+                                   selection.only)
+            self.names = list(self.plan.names)
+        else:
+            self.names = selection.output_names(model.sources)
+        self._ensemble_spool: StemSpool | None = None
         if options.stream is not None:
             if len(self.names) != 1:
                 raise UsageError(f"-o - writes one stem, but this run has {len(self.names)} "
@@ -358,11 +283,9 @@ class TrackJob:
 
     def skipped(self) -> TrackResult | None:
         """A 'skipped' result when every output exists already (and --force is off)."""
-        if (self.destinations and not self.options.force
-                and all(p.is_file() for p in self.destinations.values())):
-            return TrackResult(input=self.label, status="skipped", outputs=self.destinations,
-                               error="outputs exist (use --force to redo)")
-        return None
+        if self.options.force:
+            return None
+        return skipped_result(self.label, self.destinations)
 
     def prepare(self, cancel: threading.Event | None = None) -> None:
         """Probe and decode the input into the spool, measuring the mix statistics."""
@@ -413,13 +336,36 @@ class TrackJob:
                 format=options.format, bits=options.bits, float32=options.float32,
                 mp3_bitrate=options.mp3_bitrate, clip_mode=options.clip_mode,
             )
-        _run_engine(
-            model, self.spool.blocks, self.spool.statistics, self.settings,
-            self.chunking, self.names, self.selection,
-            lambda name, block: self.writers[name].write(block),
-            lambda done, total: observer.track_progress(self.label, done, total),
-        )
+        if isinstance(model, Ensemble):
+            self._separate_ensemble(model, observer)
+        else:
+            _run_engine(
+                model, self.spool.blocks, self.spool.statistics, self.settings,
+                self.chunking, self.names, self.selection,
+                lambda name, block: self.writers[name].write(block),
+                lambda done, total: observer.track_progress(self.label, done, total),
+            )
         self.spool.close()
+
+    def _separate_ensemble(self, ensemble: Ensemble, observer: Observer) -> None:
+        """Every model in turn over the spooled mixture; their stems spooled to a temporary
+        folder (removed by ``close``) until the combine of each stem streams out."""
+        spool = self.spool
+        assert spool is not None and self.plan is not None
+        self._ensemble_spool = StemSpool()
+        count = len(ensemble.members)
+        run_ensemble(
+            ensemble, self.plan, spool=self._ensemble_spool, mixture=spool.path,
+            run_member=lambda member, names, emit, progress: _run_engine(
+                member, spool.blocks, spool.statistics, self.settings, self.chunking,
+                names, StemSelection(), emit, progress),
+            emit=lambda name, block: self.writers[name].write(block),
+            progress=lambda done, total: observer.track_progress(self.label, done, total),
+            stage=lambda index, name: observer.track_stage(
+                self.label, f"model {index + 1}/{count} {name}"),
+        )
+        self._ensemble_spool.close()
+        self._ensemble_spool = None
 
     def _make_folder(self, folder: Path) -> None:
         """Create ``folder`` and its missing parents, remembering which ones are new."""
@@ -468,6 +414,9 @@ class TrackJob:
         self._new_folders = []
         if self.spool is not None:
             self.spool.close()
+        if self._ensemble_spool is not None:
+            self._ensemble_spool.close()
+            self._ensemble_spool = None
         if self._stdin_copy is not None:
             self._stdin_copy.unlink(missing_ok=True)
             self._stdin_copy = None

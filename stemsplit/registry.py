@@ -5,8 +5,9 @@ sample rate, published SDR, description, aliases, files) and its family's own se
 which the family reads into its own typed, frozen config when the registry is read: an
 unknown or malformed key is an error then, not when the model is loaded.
 
-Only the standard library is imported here (and the families' adapters, which import
-nothing heavy), so ``--help``, ``stemsplit models`` and shell completion stay fast.
+Only the standard library is imported here (tomli on Python 3.10, and the families'
+adapters, which import nothing heavy), so ``--help``, ``stemsplit models`` and shell
+completion stay fast.
 
 ``STEMSPLIT_WEIGHTS_TOML=PATH`` replaces the packaged weights.toml (a private mirror, or a
 test registry whose URLs point at a loopback server).
@@ -18,11 +19,16 @@ import difflib
 import functools
 import os
 import re
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelError, UnknownModelError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the tomli package (a dependency there)
+    import tomli as tomllib
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # Inside a wheel the file ships as stemsplit/weights.toml; in a source checkout it sits
@@ -37,6 +43,14 @@ COMMON_KEYS = frozenset({"family", "architecture", "description", "stems", "samp
 """The fields every model has; every other key of a model's table is its family's."""
 
 FILE_KEYS = frozenset({"url", "name", "sha256", "size", "member", "mirrors"})
+
+ENSEMBLE_ALGORITHMS = ("avg_wave", "median_wave", "min_wave", "max_wave",
+                       "avg_fft", "median_fft", "min_fft", "max_fft")
+"""How an ensemble combines its models' estimates of a stem (defined in ensemble.py): the
+mean, median, minimum or maximum per sample (wave) or per STFT bin (fft)."""
+WEIGHTED_ENSEMBLE_ALGORITHMS = ("avg_wave", "avg_fft")
+DEFAULT_ENSEMBLE_ALGORITHM = "avg_wave"
+PRESET_KEYS = frozenset({"description", "models", "weights", "algorithm"})
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,18 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class Preset:
+    """A named ensemble (weights.toml's ``[presets.NAME]``): its models (registry names),
+    their weights (None: equal; only for the weighted algorithms) and the algorithm."""
+
+    name: str
+    description: str
+    models: tuple[str, ...]
+    algorithm: str = DEFAULT_ENSEMBLE_ALGORITHM
+    weights: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Registry:
     """All models from weights.toml, looked up by name or alias."""
 
@@ -104,6 +130,13 @@ class Registry:
     default_model: str
     stems_models: dict[int, str] = field(default_factory=dict)
     """``--stems N`` -> the model that gives N stems (weights.toml's ``[stems]``)."""
+    presets: dict[str, Preset] = field(default_factory=dict)
+    """Named ensembles, usable wherever a model name is (``-n NAME``)."""
+
+    def preset(self, name: str | None) -> Preset | None:
+        """The preset called ``name`` (any letter case), or None."""
+        wanted = (name or "").strip().lower()
+        return next((p for p in self.presets.values() if p.name.lower() == wanted), None)
 
     def names(self) -> list[str]:
         return list(self.models)
@@ -117,6 +150,9 @@ class Registry:
                 if label.lower().startswith(wanted):
                     about = spec.description if label == spec.name else f"= {spec.name}"
                     result.append((label, about))
+        for preset in self.presets.values():
+            if preset.name.lower().startswith(wanted):
+                result.append((preset.name, f"preset: {preset.description}"))
         return result
 
     def get(self, name: str | None) -> ModelSpec:
@@ -129,6 +165,7 @@ class Registry:
                 return spec
         known = sorted(
             list(self.models) + [alias for spec in self.models.values() for alias in spec.aliases]
+            + list(self.presets)
         )
         close = difflib.get_close_matches(wanted, known, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
@@ -251,4 +288,64 @@ def _load_registry(path: Path, version: tuple[int, int] | None = None) -> Regist
             raise ModelError(f"weights.toml: [stems] {count} = {model!r}: a stem count and a "
                              "listed model")
         stems_models[int(count)] = model
-    return Registry(models=models, default_model=default_model, stems_models=stems_models)
+    presets = {}
+    for preset_name, table in dict(document.get("presets", {})).items():
+        presets[preset_name] = _preset_from_table(preset_name, table, models)
+    return Registry(models=models, default_model=default_model, stems_models=stems_models,
+                    presets=presets)
+
+
+def _preset_from_table(name: str, table: object, models: dict[str, ModelSpec]) -> Preset:
+    """``[presets.NAME]``: description, models (two or more listed, supported models of one
+    sample rate), algorithm, and optionally weights (positive, one per model; only for
+    the weighted algorithms). Anything else is refused."""
+    where = f"weights.toml: preset '{name}'"
+    if not isinstance(table, dict):
+        raise ModelError(f"{where} is not a table")
+    unknown = sorted(set(table) - PRESET_KEYS)
+    if unknown:
+        raise ModelError(f"{where}: unknown key '{unknown[0]}'",
+                         hint=f"a preset has {', '.join(sorted(PRESET_KEYS))}")
+    for key in ("description", "models", "algorithm"):
+        if key not in table:
+            raise ModelError(f"{where} lacks the field '{key}'")
+    labels = {label.lower(): spec for spec in models.values()
+              for label in (spec.name, *spec.aliases)}
+    if name.lower() in labels:
+        raise ModelError(f"{where}: the name is a model's already")
+    description = table["description"]
+    if not isinstance(description, str) or "\n" in description:
+        raise ModelError(f"{where}: description must be one line of text")
+    listed = table["models"]
+    if not isinstance(listed, list) or len(listed) < 2 or not all(isinstance(m, str) for m in listed):
+        raise ModelError(f"{where}: models must list two or more model names")
+    specs = []
+    for model in listed:
+        spec = labels.get(model.strip().lower())
+        if spec is None:
+            raise ModelError(f"{where}: unknown model '{model}'")
+        if spec.unsupported:
+            raise ModelError(f"{where}: model '{spec.name}' is not supported ({spec.unsupported})")
+        if spec in specs:
+            raise ModelError(f"{where}: model '{spec.name}' is listed twice")
+        specs.append(spec)
+    if len({spec.sample_rate for spec in specs}) > 1:
+        raise ModelError(f"{where}: its models run at different sample rates")
+    algorithm = table["algorithm"]
+    if algorithm not in ENSEMBLE_ALGORITHMS:
+        raise ModelError(f"{where}: unknown algorithm {algorithm!r}",
+                         hint=f"choose {', '.join(ENSEMBLE_ALGORITHMS)}")
+    weights = table.get("weights")
+    if weights is not None:
+        if algorithm not in WEIGHTED_ENSEMBLE_ALGORITHMS:
+            raise ModelError(f"{where}: weights apply to "
+                             f"{' and '.join(WEIGHTED_ENSEMBLE_ALGORITHMS)}, not {algorithm}")
+        if (not isinstance(weights, list) or len(weights) != len(specs)
+                or not all(isinstance(w, (int, float)) and not isinstance(w, bool)
+                           and 0 < w < float("inf") for w in weights)):
+            raise ModelError(f"{where}: weights must be {len(specs)} positive numbers, one "
+                             "per model")
+        weights = tuple(float(w) for w in weights)
+    return Preset(name=name, description=description,
+                  models=tuple(spec.name for spec in specs), algorithm=algorithm,
+                  weights=weights)

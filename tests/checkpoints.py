@@ -629,3 +629,31 @@ class FileServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------- CLI runs
+_IMPORT_PROBE = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: sys.stderr.write('\\nIMPORTED:' + ','.join(\n"
+    "    m for m in {heavy!r} if m in sys.modules) + '\\n'))\n"
+    "from stemsplit.__main__ import main\n"
+    "main()\n")
+
+
+def run_stemsplit_probed(args: Sequence[str], *, cwd: Path, env: dict | None = None,
+                         heavy: Sequence[str] = ("torch", "numpy"), timeout: float = 120):
+    """Run the ``stemsplit`` command with ``args`` (in ``cwd``, the environment plus ``env``);
+    returns (the completed process, its stderr less the probe's line, the set of ``heavy``
+    modules it imported)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE.format(heavy=tuple(heavy)), *args], cwd=cwd,
+        env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+    lines = result.stderr.splitlines()
+    probe = [line for line in lines if line.startswith("IMPORTED:")]
+    assert probe, result.stderr
+    imported = {name for name in probe[-1].split(":", 1)[1].split(",") if name}
+    stderr = "\n".join(line for line in lines if not line.startswith("IMPORTED:")).strip()
+    return result, stderr, imported

@@ -307,3 +307,66 @@ def test_a_closed_stdout_stops_the_batch_quietly(tiny_hf_home, tmp_path):
     assert process.wait(timeout=120) == 141, stderr
     assert "error" not in stderr and "Traceback" not in stderr
     assert not [p for p in (tmp_path / "out").rglob("*") if p.name.startswith(".")]
+
+
+# -- a rerun with nothing left to do ----------------------------------------------------
+def _finished(out: Path, tracks: list[str], names=STEMS, ext: str = "wav",
+              model: str = "htdemucs") -> None:
+    """Stand-ins for the outputs of finished tracks (the rerun looks at names only)."""
+    for track in tracks:
+        for name in names:
+            path = out / model / track / f"{name}.{ext}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"done")
+
+
+def test_a_finished_batch_is_skipped_without_torch_or_the_model(album, tmp_path):
+    """Nothing is cached and the network is off: the rerun decides from the registry's
+    names alone, imports neither torch nor numpy, and names every file as the real run."""
+    from tests.checkpoints import run_stemsplit_probed
+
+    (album / "broken.mp3").unlink()
+    offline = {"HF_HUB_OFFLINE": "1"}
+    _finished(tmp_path / "out", GOOD)
+    result, stderr, imported = run_stemsplit_probed(
+        ["batch", "album", "-o", "out", "--json"], cwd=tmp_path, env=offline)
+    assert result.returncode == 0, stderr
+    assert imported == set(), "a finished rerun imported " + ", ".join(imported)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["status"] for line in lines] == ["skipped"] * 4
+    assert {Path(path).as_posix() for line in lines for path in line["outputs"].values()} == {
+        path.relative_to(tmp_path).as_posix() for track in GOOD
+        for path in outputs_of(tmp_path / "out", track)}
+    assert "0 done, 4 skipped, 0 failed" in stderr
+
+    # Output options name the files: --two-stems, --stem, the format, the model's folder.
+    _finished(tmp_path / "two", GOOD, names=("vocals", "accompaniment"), ext="flac",
+              model="htdemucs_6s")
+    result, stderr, imported = run_stemsplit_probed(
+        ["batch", "album", "-o", "two", "-n", "htdemucs_6s", "--two-stems", "vocals",
+         "--flac", "-q"], cwd=tmp_path, env=offline)
+    assert (result.returncode, imported, stderr) == (0, set(), "")
+    result, _, imported = run_stemsplit_probed(
+        ["batch", "album", "-o", "two", "-n", "htdemucs_6s", "--stem", "guitar", "--flac"],
+        cwd=tmp_path, env=offline)
+    assert result.returncode == 1 and "torch" in imported  # guitar.flac is not there
+
+    # Something left to do (one stem missing), or --force: the model is needed, as ever.
+    (tmp_path / "out" / "htdemucs" / "cd 2" / "02 song" / "bass.wav").unlink()
+    for args in (["batch", "album", "-o", "out"], ["batch", "album", "-o", "out", "--force"]):
+        result, stderr, imported = run_stemsplit_probed(args, cwd=tmp_path, env=offline)
+        assert result.returncode == 1 and "torch" in imported
+        assert "htdemucs" in stderr and "download" in stderr  # not cached, offline
+
+
+def test_a_partly_finished_batch_reports_the_rest_as_before(run_cli, tmp_path):
+    """The model is loaded once something is left: the finished track is still skipped."""
+    tone(tmp_path / "in" / "a.wav")
+    tone(tmp_path / "in" / "b.wav")
+    _finished(tmp_path / "out", ["a"])
+    result = run_cli("batch", "in", "-o", "out", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    statuses = {Path(line["input"]).name: line["status"]
+                for line in map(json.loads, result.stdout.decode().splitlines())}
+    assert statuses == {"a.wav": "skipped", "b.wav": "done"}
+    assert (tmp_path / "out" / "htdemucs" / "a" / "drums.wav").read_bytes() == b"done"

@@ -113,6 +113,39 @@ def test_existing_outputs_are_skipped_unless_forced(run, tmp_path):
     assert forced.returncode == 0 and vocals.stat().st_mtime_ns != before
 
 
+def test_finished_inputs_are_skipped_without_loading_torch(tmp_path):
+    """Every output there already: answered from the registry's names (an alias's model
+    folder, --two-stems, the format), with no model cached, torch not imported."""
+    from tests.checkpoints import run_stemsplit_probed
+
+    for name in ("a.wav", "b.flac"):
+        write_tone(tmp_path / name, seconds=0.2)
+        for stem in ("vocals", "accompaniment"):
+            path = tmp_path / "out" / "hdemucs_mmi" / name.split(".")[0] / f"{stem}.flac"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"done")
+    args = ["a.wav", "b.flac", "-n", "hdemucs", "--two-stems", "vocals", "--flac", "-o", "out"]
+    offline = {"HF_HUB_OFFLINE": "1"}
+    result, stderr, imported = run_stemsplit_probed(args, cwd=tmp_path, env=offline)
+    assert (result.returncode, result.stdout, imported) == (0, "", set()), stderr
+    assert stderr.count("skipped") == 2
+    result, _, imported = run_stemsplit_probed([*args, "--json"], cwd=tmp_path, env=offline)
+    document = json.loads(result.stdout)
+    assert document["model"] == "hdemucs_mmi" and not imported
+    assert [track["status"] for track in document["tracks"]] == ["skipped", "skipped"]
+    assert document["tracks"][1]["outputs"]["accompaniment"] == "out/hdemucs_mmi/b/accompaniment.flac"
+    # What only the loaded model can check still gets checked: the model is loaded (and,
+    # not cached here, cannot be), exactly as before.
+    for loads in ([*args, "--segment", "5"], [*args, "--force"],
+                  ["a.wav", "-n", "hdemucs", "--two-stems", "vocals", "--stem", "vocals", "-o", "-"]):
+        result, stderr, imported = run_stemsplit_probed(loads, cwd=tmp_path, env=offline)
+        assert result.returncode == 1 and "torch" in imported, (loads, stderr)
+    import torch
+    if not torch.cuda.is_available():
+        result, stderr, _ = run_stemsplit_probed([*args, "-d", "cuda"], cwd=tmp_path, env=offline)
+        assert result.returncode == 2 and "cuda" in stderr
+
+
 def test_shifts_are_seeded_and_reproducible(run, tmp_path):
     write_tone(tmp_path / "r.wav", seconds=1.5)
     for folder in ("one", "two"):

@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "stemsplit"
 
 FAMILY_TERMS = re.compile(
     r"demucs|\bmdx|roformer|msst|zfturbo|spleeter|\bonnx|onnxruntime|\buvr\b|safetensors|"
-    r"\.th\b|\.ckpt|n[_-]fft|compensate|primary[_-]stem|denoise|--repo|--config|model[_-]type|"
+    r"\.th\b|\.ckpt|\bn[_-]fft|compensate|primary[_-]stem|denoise|--repo|--config|model[_-]type|"
     r"bag_file|legacy_url|legacy_files|tfc[_-]tdf|band[_-]split|\bmel\b",
     re.IGNORECASE)
 

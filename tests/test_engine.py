@@ -160,6 +160,31 @@ def test_memory_stays_bounded_while_streaming():
     assert largest_window <= 2 * network.segment_length + 500
 
 
+@pytest.mark.parametrize("total,block", [(52_920, 2_621), (12_000, 5_000), (1_500, 1_000)])
+def test_the_end_of_a_track_emits_no_bigger_blocks_than_its_middle(total, block):
+    """The last push may finish two strides and the tail at once (a 20-minute track at the
+    default block size): it is still emitted a stride at a time, so the end of a track needs
+    no bigger buffers than its middle (glibc would grow the heap for them, just then), and
+    the stems are the same samples whatever the blocks."""
+    torch.manual_seed(3)
+    networks = [as_network(ContextNet(1)), as_network(ContextNet(2), [1.0, 0.5, 0.0, 2.0])]
+    stride = min(network.chunking.stride for network in networks)
+    mix = torch.randn(2, total)
+    statistics = MixStatistics()
+    statistics.update(mix)
+    settings = SeparationSettings(shifts=1, seed=5)
+    separator = StreamingSeparator(networks, total, 2, 4, SAMPLE_RATE, statistics, settings)
+    streamed = []
+    for begin in range(0, total, block):
+        streamed += separator.push(mix[:, begin:begin + block])
+    streamed += separator.finish()
+    assert max(piece.shape[-1] for piece in streamed) <= stride
+    whole = StreamingSeparator(networks, total, 2, 4, SAMPLE_RATE, statistics, settings)
+    at_once = whole.push(mix) + whole.finish()
+    assert max(piece.shape[-1] for piece in at_once) <= stride
+    assert torch.equal(torch.cat(streamed, dim=-1), torch.cat(at_once, dim=-1))
+
+
 def _statistics(mean: float, std: float) -> MixStatistics:
     """Statistics of a two-sample track with this mean and unbiased std."""
     statistics = MixStatistics()

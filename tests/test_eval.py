@@ -281,7 +281,7 @@ def test_museval_missing_is_one_line_before_any_work(tmp_path, capsys, monkeypat
     assert code == 1 and out == ""
     assert len(lines) == 1, err
     assert lines[0].startswith("error: --metrics bss_v4 needs museval")
-    assert 'pip install "stemsplit[eval]"' in lines[0]
+    assert 'pip install "stemsplit-cli[eval]"' in lines[0]
     code, _, err = run_eval(capsys, ref, est)  # the default metrics do not need it
     assert code == 0, err
 

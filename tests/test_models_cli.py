@@ -571,3 +571,44 @@ def test_listing_imports_neither_torch_nor_huggingface_hub():
             "print(sorted(m for m in ('torch', 'huggingface_hub', 'numpy') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_the_list_answers_without_the_command_line(tmp_path):
+    """`stemsplit models [list] [--json]` print from the registry alone (no typer, rich,
+    torch or numpy), exactly what the typer command prints."""
+    from tests.checkpoints import run_stemsplit_probed
+
+    heavy = ("torch", "numpy", "typer", "rich", "stemsplit.cli")
+    for args in (["models"], ["models", "--json"], ["models", "list"], ["models", "list", "--json"]):
+        result, stderr, imported = run_stemsplit_probed(args, cwd=tmp_path, heavy=heavy)
+        assert (result.returncode, stderr, imported) == (0, "", set()), args
+        code = f"from stemsplit.cli import main\nmain({args!r})\n"
+        typer_path = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                    timeout=60)
+        assert typer_path.returncode == 0 and result.stdout == typer_path.stdout, args
+    broken = run("models", env={"STEMSPLIT_WEIGHTS_TOML": str(tmp_path / "missing.toml")})
+    assert broken.returncode == 1 and broken.stdout == ""
+    assert broken.stderr.startswith("error: STEMSPLIT_WEIGHTS_TOML=")
+
+
+def test_plain_table_lays_out_as_rich_and_wraps_the_last_column():
+    from rich.console import Console
+    from rich.table import Table
+
+    from stemsplit.listing import PlainTable
+
+    rows = [("htdemucs *", "4", "the default model, " * 4), ("mdx_extra_q", "12", "")]
+    plain, fancy = PlainTable(box=None, pad_edge=False), Table(box=None, pad_edge=False)
+    for table in (plain, fancy):
+        table.add_column("model")
+        table.add_column("stems", justify="right")
+        table.add_column("description")
+        for row in rows:
+            table.add_row(*row)
+    console = Console(width=400, color_system=None, soft_wrap=False)
+    with console.capture() as captured:
+        console.print(fancy)
+    assert plain.lines() == [line.rstrip() for line in captured.get().splitlines()]
+    narrow = plain.lines(60)
+    assert max(map(len, narrow)) <= 60 and len(narrow) > len(rows) + 1
+    assert " ".join(" ".join(line.split()) for line in narrow).count("the default model,") == 4

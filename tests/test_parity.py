@@ -190,3 +190,42 @@ def test_cli_equals_demucs_cli(hf_home, tmp_path):
         b, _ = soundfile.read(tmp_path / "demucs16" / "htdemucs" / "x" / f"{stem}.wav",
                               dtype="int16")
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("name, selection, runs", [
+    ("htdemucs_ft", {"only": ("vocals",)}, 1),
+    ("htdemucs_ft", {"two_stems": "vocals", "other_method": "minus"}, 1),
+    ("htdemucs_ft", {"two_stems": "vocals"}, 4),
+    ("htdemucs_ft", {"only": ("drums", "bass")}, 2),
+    ("mdx", {"only": ("bass",)}, 2),
+    ("mdx", {"only": ("other",)}, 2),
+])
+def test_only_the_networks_the_outputs_need_run(offline_hf, name, selection, runs):
+    """A bag member whose weight is 0 for every stem the outputs are made of is not run, and
+    the outputs are exactly the whole bag's (shifts included: offsets are drawn per member
+    of the whole bag)."""
+    from stemsplit.engine import SeparationSettings
+    from stemsplit.loading import load_model
+    from stemsplit.pipeline import StemSelection, separate_array
+
+    model = load_model(name)
+    calls = []
+    for index, network in enumerate(model.networks):
+        network.register_forward_pre_hook(lambda module, args, index=index: calls.append(index))
+    mix = test_mixture(9.0, seed=4)
+    settings = SeparationSettings(shifts=2, seed=3)
+    chosen = StemSelection(**selection)
+    fast = separate_array(mix, SAMPLE_RATE, model, settings=settings, selection=chosen)
+    assert len(set(calls)) == runs
+    calls.clear()
+    whole = separate_array(mix, SAMPLE_RATE, model, settings=settings)
+    assert len(set(calls)) == len(model.networks)
+    for stem, values in fast.items():
+        if stem in whole:
+            assert np.array_equal(values, whole[stem]), stem
+            continue
+        else:  # the complement of --two-stems, from the whole bag's stems
+            kept = [s for s in model.sources if s != chosen.two_stems]
+            expected = (mix - whole[chosen.two_stems] if chosen.other_method == "minus"
+                        else sum(whole[s] for s in kept))
+        np.testing.assert_allclose(values, expected, rtol=0, atol=1e-6)

@@ -1,0 +1,331 @@
+"""What a run reads and writes, worked out without torch: the inputs, each track's output
+paths, and which tracks are done already.
+
+``collect_inputs`` turns folders, files, globs and ``-`` (paths on stdin) into
+``BatchItem``s; ``output_paths`` names each stem's file from the ``OutputOptions`` and the
+stems a ``StemSelection`` keeps; ``plan_jobs`` refuses two inputs that would write the same
+file. The command line uses these before it imports torch or loads a model, so a rerun of a
+finished batch reports every track skipped in a fraction of a second
+(``finished_tracks``); ``pipeline`` and ``batch`` use them for the real run, so both name
+the same files.
+
+Standard library only: ``audio`` (numpy) is imported only to probe a file whose extension
+says nothing.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Callable, Iterable, Sequence, TypeVar, Union
+
+from .errors import StemsplitError, UsageError
+from .stems import complement_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: File extensions (lower case, with the dot) treated as audio or video input.
+AUDIO_EXTENSIONS = frozenset(
+    {
+        # audio
+        ".mp3", ".mp2", ".mpa", ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus",
+        ".m4a", ".m4b", ".aac", ".aiff", ".aif", ".aifc", ".wma", ".alac", ".ape",
+        ".wv", ".ac3", ".eac3", ".dts", ".amr", ".au", ".snd", ".caf", ".mka",
+        ".spx", ".tta", ".w64", ".rf64", ".weba", ".3ga",
+        # video containers with an audio track
+        ".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".flv", ".wmv", ".mpg",
+        ".mpeg", ".ts", ".m2ts", ".mts", ".3gp", ".3g2", ".ogv", ".vob", ".asf",
+    }
+)
+
+# Extensions that are never audio: not probed, silently passed over in folders.
+NOT_AUDIO_EXTENSIONS = frozenset({
+    ".txt", ".nfo", ".cue", ".log", ".m3u", ".m3u8", ".pls", ".json", ".xml", ".md", ".pdf",
+    ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".svg", ".ico",
+    ".doc", ".docx", ".zip", ".rar", ".7z", ".gz", ".tar", ".exe", ".db", ".ini", ".url",
+    ".lrc", ".sfv", ".md5", ".py", ".sh", ".part", ".spool", ".f32", ".accurip", ".toc",
+})
+
+OUTPUT_FORMATS = ("wav", "flac", "mp3")
+
+SKIPPED_REASON = "outputs exist (use --force to redo)"
+
+
+def is_audio_path(path: PathLike) -> bool:
+    """True when ``path``'s extension is one of :data:`AUDIO_EXTENSIONS`."""
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+# -- inputs ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BatchItem:
+    """One input and the folder its outputs mirror (``{relpath}``)."""
+
+    path: Path
+    relative_dir: str = ""
+
+
+def _is_hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _has_audio(path: Path) -> bool:
+    """For a file with an unfamiliar extension: does ffmpeg find an audio stream in it?"""
+    from . import audio
+
+    try:
+        audio.probe(path)
+    except StemsplitError:
+        return False
+    return True
+
+
+def _walk(folder: Path, recursive: bool) -> Iterable[BatchItem]:
+    pattern = "**/*" if recursive else "*"
+    for path in sorted(folder.glob(pattern)):
+        relative = path.relative_to(folder)
+        if _is_hidden(relative) or not path.is_file():
+            continue
+        suffix = path.suffix.lower()
+        if suffix in NOT_AUDIO_EXTENSIONS:
+            continue
+        if is_audio_path(path) or _has_audio(path):
+            parent = relative.parent
+            yield BatchItem(path, "" if parent == Path(".") else str(parent))
+
+
+def _relative_dir_of_file(path: Path) -> str:
+    """Where a file named directly (not found in a folder) mirrors to: its folder relative
+    to the working directory, or, outside it, its folder without the root."""
+    parent = path.parent
+    try:
+        relative = parent.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        relative = Path(*parent.resolve().parts[1:])
+    return "" if relative == Path(".") else str(relative)
+
+
+def collect_inputs(arguments: Sequence[str], *, recursive: bool = True,
+                   stdin: IO[str] | None = None) -> list[BatchItem]:
+    """Folders (walked), files, quoted globs, and ``-`` (one path per line on ``stdin``)."""
+    items: list[BatchItem] = []
+    for argument in arguments:
+        if argument == "-":
+            if stdin is None:
+                raise UsageError("'-' reads paths from stdin, but there is none")
+            lines = [line.rstrip("\n") for line in stdin]
+            items += collect_inputs([line for line in lines if line.strip()],
+                                    recursive=recursive)
+            continue
+        path = Path(argument)
+        if path.is_dir():
+            found = list(_walk(path, recursive))
+            items += found
+        elif path.exists() or not glob.has_magic(argument):
+            # A missing file stays in the list: it fails alone, with its own message.
+            items.append(BatchItem(path, _relative_dir_of_file(path)))
+        else:
+            matches = sorted(glob.glob(argument, recursive=recursive))
+            if not matches:
+                raise UsageError(f"{argument}: no file matches")
+            items += [BatchItem(Path(m), _relative_dir_of_file(Path(m)))
+                      for m in matches if Path(m).is_file()]
+    unique: dict[Path, BatchItem] = {}
+    for item in items:
+        unique.setdefault(item.path.resolve(), item)
+    return list(unique.values())
+
+
+# -- outputs -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputOptions:
+    """Where and how stems are written."""
+
+    out_dir: Path = Path("separated")
+    filename: str = "{track}/{stem}.{ext}"
+    format: str = "wav"
+    bits: int = 16
+    float32: bool = False
+    mp3_bitrate: int = 320
+    clip_mode: str = "rescale"
+    sample_rate: int | None = None
+    """Output rate; None = the input's own rate."""
+    force: bool = False
+    """Rewrite a track whose outputs all exist already (otherwise it is skipped)."""
+    stream: IO[bytes] | None = None
+    """Write the single selected stem to this binary stream (``-o -``) instead of files."""
+
+    def __post_init__(self) -> None:
+        if self.format not in OUTPUT_FORMATS:
+            raise UsageError(f"unknown output format '{self.format}'",
+                             hint=f"choose one of {', '.join(OUTPUT_FORMATS)}")
+        if self.bits not in (16, 24):
+            raise UsageError("bits must be 16 or 24")
+        if self.clip_mode not in ("rescale", "clamp", "tanh", "none"):
+            raise UsageError(f"unknown clip mode '{self.clip_mode}'")
+        if self.float32 and self.format != "wav":
+            raise UsageError("--float32 applies to wav output only")
+
+
+@dataclass(frozen=True)
+class StemSelection:
+    """Which stems to produce: the model's, or one stem and its complement."""
+
+    two_stems: str | None = None
+    other_method: str = "add"
+    only: tuple[str, ...] | None = None
+    """Write only these of the produced stems (``--stem``)."""
+
+    def output_names(self, sources: Sequence[str]) -> list[str]:
+        if self.other_method not in ("add", "minus", "none"):
+            raise UsageError(f"unknown --other-method '{self.other_method}'",
+                             hint="choose add, minus or none")
+        if self.two_stems is not None:
+            if self.two_stems not in sources:
+                raise UsageError(
+                    f"stem '{self.two_stems}' is not produced by this model",
+                    hint=f"it produces {', '.join(sources)}",
+                )
+            names = [self.two_stems]
+            if self.other_method != "none":
+                names.append(complement_name(self.two_stems))
+        else:
+            names = list(sources)
+        if self.only:
+            unknown = [stem for stem in self.only if stem not in names]
+            if unknown:
+                raise UsageError(
+                    f"--stem {', '.join(unknown)}: not among this run's stems",
+                    hint=f"available: {', '.join(names)}",
+                )
+            names = [stem for stem in names if stem in self.only]
+        return names
+
+
+@dataclass
+class TrackResult:
+    """What happened to one input."""
+
+    input: str
+    status: str
+    """'done', 'skipped' or 'failed'."""
+    outputs: dict[str, Path] = field(default_factory=dict)
+    stems: "dict[str, np.ndarray] | None" = None
+    sample_rate: int | None = None
+    duration_seconds: float | None = None
+    seconds_taken: float = 0.0
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def skipped_result(label: str, destinations: dict[str, Path]) -> TrackResult | None:
+    """A 'skipped' result when every one of ``destinations`` exists as a file."""
+    if destinations and all(path.is_file() for path in destinations.values()):
+        return TrackResult(input=label, status="skipped", outputs=destinations,
+                           error=SKIPPED_REASON)
+    return None
+
+
+def _track_name(path: Path) -> str:
+    return path.name.rsplit(".", 1)[0] if "." in path.name else path.name
+
+
+def output_paths(track: Path, names: Sequence[str], model_name: str,
+                 options: OutputOptions, relative_dir: str = "") -> dict[str, Path]:
+    """Where each stem of ``track`` goes: <out_dir>/<model>/<filename template>.
+
+    ``relative_dir`` is the track's folder relative to a batch root (``{relpath}``).
+    """
+    ext = options.format
+    fields = {
+        "relpath": relative_dir or ".",
+        "track": _track_name(track),
+        "trackext": track.name.rsplit(".", 1)[-1] if "." in track.name else "",
+        "ext": ext,
+        "model": model_name,
+    }
+    paths = {}
+    for name in names:
+        try:
+            relative = options.filename.format(stem=name, **fields)
+        except (KeyError, IndexError, ValueError) as error:
+            raise UsageError(f"--filename '{options.filename}': bad template ({error})",
+                             hint="fields: {track} {trackext} {stem} {ext} {model} {relpath}")
+        paths[name] = options.out_dir / model_name.replace("/", "_") / relative
+    if len(set(paths.values())) != len(paths):
+        raise UsageError(f"--filename '{options.filename}' gives several stems the same path",
+                         hint="include {stem} in the template")
+    return paths
+
+
+# -- a whole run -------------------------------------------------------------------------
+Job = TypeVar("Job")
+
+
+def plan_jobs(items: Sequence[BatchItem], make_job: Callable[[BatchItem], Job]) -> list[Job]:
+    """Build every job (anything with ``destinations`` and ``label``) and refuse two inputs
+    writing the same output path."""
+    jobs = [make_job(item) for item in items]
+    owners: dict[Path, str] = {}
+    for job in jobs:
+        for destination in job.destinations.values():  # type: ignore[attr-defined]
+            key = Path(os.path.abspath(destination))
+            if key in owners:
+                raise UsageError(
+                    f"{owners[key]} and {job.label} would both write {destination}",  # type: ignore[attr-defined]
+                    hint="use --filename with {relpath} or {trackext}, or separate them apart",
+                )
+            owners[key] = job.label  # type: ignore[attr-defined]
+    return jobs
+
+
+@dataclass
+class BatchSummary:
+    results: list[TrackResult]
+
+    def count(self, status: str) -> int:
+        return sum(result.status == status for result in self.results)
+
+    @property
+    def failed(self) -> list[TrackResult]:
+        return [result for result in self.results if result.status == "failed"]
+
+
+@dataclass(frozen=True)
+class _PlannedTrack:
+    label: str
+    destinations: dict[str, Path]
+
+
+def finished_tracks(items: Sequence[BatchItem | PathLike], *, model_name: str,
+                    sources: Sequence[str], selection: StemSelection,
+                    options: OutputOptions) -> list[TrackResult] | None:
+    """Each input's 'skipped' result, when the outputs of every one of them exist already;
+    None when something is left to do (or cannot be decided from names alone: stdin, a
+    stream output, ``force``, two inputs writing one file). ``model_name`` and ``sources``
+    are what the loaded model will call itself and its stems (the registry says so for a
+    published model)."""
+    if options.force or options.stream is not None:
+        return None
+    names = selection.output_names(sources)
+    planned = []
+    for item in items:
+        if not isinstance(item, BatchItem):
+            item = BatchItem(Path(item))
+        if str(item.path) == "-":
+            return None
+        destinations = output_paths(item.path, names, model_name, options, item.relative_dir)
+        planned.append(_PlannedTrack(str(item.path), destinations))
+    try:
+        plan_jobs(planned, lambda track: track)  # type: ignore[arg-type]
+    except UsageError:
+        return None  # the real run refuses it, after loading the model, as ever
+    results = [skipped_result(track.label, track.destinations) for track in planned]
+    if not results or any(result is None for result in results):
+        return None
+    return results  # type: ignore[return-value]
