@@ -106,10 +106,6 @@ class TerminalObserver(ProgressDisplay):
                 TextColumn("eta"), TimeRemainingColumn(), console=stderr, transient=True,
             )
 
-    def message(self, text: str) -> None:
-        if not self.quiet:
-            stderr.print(text, markup=False)
-
     def track_started(self, track: str, duration_seconds: float | None) -> None:
         if self.progress is not None:
             self.tasks[track] = self.progress.add_task(Path(track).name, total=None)

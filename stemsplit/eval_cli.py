@@ -44,10 +44,6 @@ class EvalProgress(ProgressDisplay):
                 TimeElapsedColumn(), console=stderr, transient=True,
             )
 
-    def message(self, text: str) -> None:
-        if not self.quiet:
-            stderr.print(text, markup=False)
-
     def tracks_found(self, total: int) -> None:
         if self.progress is not None:
             self.overall = self.progress.add_task("tracks", total=total)

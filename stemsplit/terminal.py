@@ -23,9 +23,16 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 class ProgressDisplay:
     """A context that shows ``self.progress`` (a rich Progress, set by the subclass where
-    stderr is a terminal; None elsewhere) while it is open."""
+    stderr is a terminal; None elsewhere) while it is open, and prints status lines unless
+    ``quiet``."""
 
     progress = None
+    quiet = False
+
+    def message(self, text: str) -> None:
+        """A status line on stderr, unless quiet."""
+        if not self.quiet:
+            stderr.print(text, markup=False)
 
     def __enter__(self):
         if self.progress is not None:

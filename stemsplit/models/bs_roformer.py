@@ -11,28 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .roformer import (
-    BandSplit,
-    MaskEstimator,
-    RMSNorm,
-    SpectralCodec,
-    apply_masks,
-    band_split_input,
-    build_layers,
-    check_mix,
-    check_shared_options,
-    hidden_width,
-    run_layers,
-)
+from .roformer import RMSNorm, RoformerBase, apply_masks, band_split_input, run_layers
 
 DEFAULT_FREQS_PER_BANDS: tuple[int, ...] = (
     (2,) * 24 + (4,) * 12 + (12,) * 8 + (24,) * 8 + (48,) * 8 + (128, 129)
 )
 
 
-class BSRoformer(nn.Module):
+class BSRoformer(RoformerBase):
     def __init__(
         self,
         dim: int,
@@ -56,27 +44,16 @@ class BSRoformer(nn.Module):
         skip_connection: bool = False,
         use_pope: bool = False,
     ) -> None:
-        super().__init__()
-        check_shared_options(dim_head=dim_head, use_pope=use_pope)
-        self.stereo = stereo
-        self.audio_channels = 2 if stereo else 1
-        self.num_stems = num_stems
-        self.zero_dc = zero_dc
-        self.skip_connection = skip_connection
-
-        self.layers = build_layers(
-            dim=dim,
-            depth=depth,
-            dim_head=dim_head,
-            heads=heads,
+        super().__init__(
+            dim=dim, depth=depth, stereo=stereo, num_stems=num_stems,
             time_transformer_depth=time_transformer_depth,
             freq_transformer_depth=freq_transformer_depth,
-            linear_transformer_depth=linear_transformer_depth,
-            norm_output=False,
+            linear_transformer_depth=linear_transformer_depth, dim_head=dim_head, heads=heads,
+            stft_n_fft=stft_n_fft, stft_hop_length=stft_hop_length,
+            stft_win_length=stft_win_length, stft_normalized=stft_normalized, zero_dc=zero_dc,
+            skip_connection=skip_connection, use_pope=use_pope, norm_output=False,
         )
         self.final_norm = RMSNorm(dim)
-
-        self.codec = SpectralCodec(stft_n_fft, stft_hop_length, stft_win_length, stft_normalized)
         freqs_per_bands = tuple(int(f) for f in freqs_per_bands)
         if len(freqs_per_bands) < 2:
             raise ValueError("freqs_per_bands needs at least two bands")
@@ -87,20 +64,12 @@ class BSRoformer(nn.Module):
             )
         self.freqs_per_bands = freqs_per_bands
         dim_inputs = tuple(2 * f * self.audio_channels for f in freqs_per_bands)
-
-        self.band_split = BandSplit(dim, dim_inputs)
-        dim_hidden = hidden_width(dim, mlp_expansion_factor)
-        self.mask_estimators = nn.ModuleList(
-            MaskEstimator(dim, dim_inputs, mask_estimator_depth - 1, dim_hidden)
-            for _ in range(num_stems)
-        )
+        self.build_bands(dim, dim_inputs, mask_estimator_depth - 1, mlp_expansion_factor)
 
     @torch.no_grad()
     def forward(self, mix: Tensor) -> Tensor:
         """(batch, channels, time) -> (batch, stems, channels, time)."""
-        mix = check_mix(mix, self.audio_channels)
-        batch, channels, length = mix.shape
-        spec = self.codec.stft(mix.reshape(batch * channels, length))
+        spec, batch, channels, length = self.spectrum(mix)
         n_frames = spec.shape[-1]
 
         x = band_split_input(spec, batch, channels).view(batch, n_frames, -1)
@@ -109,9 +78,7 @@ class BSRoformer(nn.Module):
         x2 = x.view(-1, x.shape[-1])
         self.final_norm(x2, out=x2)
 
-        masks = x.new_empty((self.num_stems, batch * n_frames, sum(self.band_split.dim_inputs)))
-        for stem, estimator in enumerate(self.mask_estimators):
-            estimator(x, out=masks[stem])
+        masks = self.estimate_masks(x, sum(self.band_split.dim_inputs))
         masked = apply_masks(spec, masks, batch, channels, self.zero_dc)
         audio = self.codec.istft(masked, length=length)
         return audio.view(batch, self.num_stems, channels, audio.shape[-1])

@@ -13,24 +13,13 @@ layers; the output has the iSTFT's natural length ((frames - 1) * hop) unless
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .mel import slaney_mel_filterbank
-from .roformer import (
-    BandSplit,
-    MaskEstimator,
-    SpectralCodec,
-    apply_masks,
-    band_split_input,
-    build_layers,
-    check_mix,
-    check_shared_options,
-    hidden_width,
-    run_layers,
-)
+from .roformer import RoformerBase, apply_masks, band_split_input, run_layers
 
 
-class MelBandRoformer(nn.Module):
+class MelBandRoformer(RoformerBase):
     def __init__(
         self,
         dim: int,
@@ -56,26 +45,16 @@ class MelBandRoformer(nn.Module):
         skip_connection: bool = False,
         use_pope: bool = False,
     ) -> None:
-        super().__init__()
-        check_shared_options(dim_head=dim_head, use_pope=use_pope)
-        self.stereo = stereo
-        self.audio_channels = 2 if stereo else 1
-        self.num_stems = num_stems
-        self.zero_dc = zero_dc
-        self.skip_connection = skip_connection
-        self.match_input_audio_length = match_input_audio_length
-
-        self.layers = build_layers(
-            dim=dim,
-            depth=depth,
-            dim_head=dim_head,
-            heads=heads,
+        super().__init__(
+            dim=dim, depth=depth, stereo=stereo, num_stems=num_stems,
             time_transformer_depth=time_transformer_depth,
             freq_transformer_depth=freq_transformer_depth,
-            linear_transformer_depth=linear_transformer_depth,
-            norm_output=True,
+            linear_transformer_depth=linear_transformer_depth, dim_head=dim_head, heads=heads,
+            stft_n_fft=stft_n_fft, stft_hop_length=stft_hop_length,
+            stft_win_length=stft_win_length, stft_normalized=stft_normalized, zero_dc=zero_dc,
+            skip_connection=skip_connection, use_pope=use_pope, norm_output=True,
         )
-        self.codec = SpectralCodec(stft_n_fft, stft_hop_length, stft_win_length, stft_normalized)
+        self.match_input_audio_length = match_input_audio_length
         n_freqs = self.codec.num_freqs
 
         filterbank = torch.from_numpy(slaney_mel_filterbank(sample_rate, stft_n_fft, num_bands))
@@ -106,20 +85,13 @@ class MelBandRoformer(nn.Module):
         )
 
         dim_inputs = tuple(2 * int(f) * self.audio_channels for f in num_freqs_per_band.tolist())
-        self.band_split = BandSplit(dim, dim_inputs)
-        dim_hidden = hidden_width(dim, mlp_expansion_factor)
-        self.mask_estimators = nn.ModuleList(
-            MaskEstimator(dim, dim_inputs, mask_estimator_depth, dim_hidden)
-            for _ in range(num_stems)
-        )
+        self.build_bands(dim, dim_inputs, mask_estimator_depth, mlp_expansion_factor)
 
     @torch.no_grad()
     def forward(self, mix: Tensor) -> Tensor:
         """(batch, channels, time) -> (batch, stems, channels, time_out); time_out is
         (time // hop) * hop, or time with match_input_audio_length."""
-        mix = check_mix(mix, self.audio_channels)
-        batch, channels, length = mix.shape
-        spec = self.codec.stft(mix.reshape(batch * channels, length))
+        spec, batch, channels, length = self.spectrum(mix)
         n_freqs, n_frames = spec.shape[-2:]
 
         x = band_split_input(spec, batch, channels).index_select(2, self.freq_indices)
@@ -127,9 +99,7 @@ class MelBandRoformer(nn.Module):
         x = run_layers(self.layers, x, self.skip_connection)
 
         n_selected = self.freq_indices.shape[0]
-        masks = x.new_empty((self.num_stems, batch * n_frames, n_selected * 2))
-        for stem, estimator in enumerate(self.mask_estimators):
-            estimator(x, out=masks[stem])
+        masks = self.estimate_masks(x, n_selected * 2)
         # Average the masks of the bands that share a frequency.
         summed = masks.new_zeros((self.num_stems, batch * n_frames, n_freqs * channels, 2))
         summed.index_add_(

@@ -490,3 +490,53 @@ def apply_masks(spec: Tensor, masks: Tensor, batch: int, channels: int, zero_dc:
     if zero_dc:
         out[:, :, :, 0].zero_()
     return out.view(batch * n_stems * channels, n_freqs, n_frames)
+
+
+class RoformerBase(nn.Module):
+    """What the Band-Split and the Mel-Band RoFormer build and run alike: the transformer
+    stack, the STFT codec, the band split and the per-stem mask estimators (the attribute
+    names are ZFTurbo's, hence the state_dict keys). Subclasses choose the bands."""
+
+    def __init__(self, *, dim: int, depth: int, stereo: bool, num_stems: int,
+                 time_transformer_depth: int, freq_transformer_depth: int,
+                 linear_transformer_depth: int, dim_head: int, heads: int, stft_n_fft: int,
+                 stft_hop_length: int, stft_win_length: int, stft_normalized: bool,
+                 zero_dc: bool, skip_connection: bool, use_pope: bool,
+                 norm_output: bool) -> None:
+        super().__init__()
+        check_shared_options(dim_head=dim_head, use_pope=use_pope)
+        self.stereo = stereo
+        self.audio_channels = 2 if stereo else 1
+        self.num_stems = num_stems
+        self.zero_dc = zero_dc
+        self.skip_connection = skip_connection
+        self.layers = build_layers(
+            dim=dim, depth=depth, dim_head=dim_head, heads=heads,
+            time_transformer_depth=time_transformer_depth,
+            freq_transformer_depth=freq_transformer_depth,
+            linear_transformer_depth=linear_transformer_depth, norm_output=norm_output,
+        )
+        self.codec = SpectralCodec(stft_n_fft, stft_hop_length, stft_win_length, stft_normalized)
+
+    def build_bands(self, dim: int, dim_inputs: tuple[int, ...], hidden_layers: int,
+                    mlp_expansion_factor: float) -> None:
+        """The band split for bands of ``dim_inputs`` values, and one mask MLP per stem."""
+        self.band_split = BandSplit(dim, dim_inputs)
+        dim_hidden = hidden_width(dim, mlp_expansion_factor)
+        self.mask_estimators = nn.ModuleList(
+            MaskEstimator(dim, dim_inputs, hidden_layers, dim_hidden)
+            for _ in range(self.num_stems)
+        )
+
+    def spectrum(self, mix: Tensor) -> tuple[Tensor, int, int, int]:
+        """The checked mix's STFT, with its batch, channels and length."""
+        mix = check_mix(mix, self.audio_channels)
+        batch, channels, length = mix.shape
+        return self.codec.stft(mix.reshape(batch * channels, length)), batch, channels, length
+
+    def estimate_masks(self, x: Tensor, width: int) -> Tensor:
+        """(stems, batch * frames, width): every stem's mask MLP on the stack's output."""
+        masks = x.new_empty((self.num_stems, x.shape[0] * x.shape[1], width))
+        for stem, estimator in enumerate(self.mask_estimators):
+            estimator(x, out=masks[stem])
+        return masks
