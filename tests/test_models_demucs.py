@@ -121,15 +121,13 @@ def _plain_dconv(dconv: layers.DConv, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("channels,compress,batch,length,extra", [
-    (48, 8, 24, 84, {}),  # an HTDemucs frequency-branch layout, (B * freqs, C, T)
-    (96, 8, 7, 21, {}),
-    (16, 4, 3, 50, dict(lstm=True, attn=True)),  # 1x1 conv after BLSTM / LocalState
-])
-def test_dconv_pointwise_matches_plain(monkeypatch, channels, compress, batch, length, extra):
-    """With B > 1 the 1x1 convs go through pointwise_conv1d; the result is unchanged."""
+@pytest.mark.parametrize("channels,compress,batch,length", [(16, 4, 3, 50), (8, 2, 5, 17)])
+def test_dconv_pointwise_matches_plain(monkeypatch, channels, compress, batch, length):
+    """With a BLSTM / LocalState in the branches and B > 1 the 1x1 convs go through
+    pointwise_conv1d; the result is unchanged."""
     torch.manual_seed(0)
-    dconv = layers.DConv(channels, compress=compress, init=0.5, **extra).eval()
+    dconv = layers.DConv(channels, compress=compress, init=0.5, lstm=True, attn=True).eval()
+    assert not dconv.banded
     calls = []
     original = layers.pointwise_conv1d
 
@@ -149,6 +147,35 @@ def test_dconv_pointwise_matches_plain(monkeypatch, channels, compress, batch, l
         one = x[:1]
         assert torch.equal(dconv(one), _plain_dconv(dconv, one))  # B == 1: the plain path
         assert not calls
+
+
+@pytest.mark.parametrize("channels,compress,batch,freqs,length,extra", [
+    (48, 8, 1, 24, 84, {}),  # an HTDemucs frequency-branch layer: (B, C, Fr, T)
+    (96, 8, 2, 7, 21, {}),
+    (16, 4, 1, 1, 300, {}),  # a time-branch layer: one "band"
+    (16, 4, 2, 5, 40, dict(norm=False)),  # no norms: the 1x1 conv's bias added alone
+    (16, 4, 2, 5, 40, dict(gelu=False, depth=-2)),  # ReLU, no dilation
+])
+def test_dconv_bands_match_the_per_band_dconv(channels, compress, batch, freqs, length, extra):
+    """A DConv without BLSTM / attention runs on (B, C, Fr, T) in that layout, and on
+    (B, C, T) as one band: the same as the plain DConv on every band (B * Fr, C, T)."""
+    torch.manual_seed(0)
+    dconv = layers.DConv(channels, compress=compress, init=0.5, **extra).eval()
+    with torch.no_grad():
+        for parameter in dconv.parameters():  # norms and scales away from their constants
+            parameter.add_(0.2 * torch.randn(parameter.shape))
+    assert dconv.banded
+    x = torch.randn(batch, channels, freqs, length) + 0.3
+    per_band = x.permute(0, 2, 1, 3).reshape(batch * freqs, channels, length)
+    with torch.no_grad():
+        expected = _plain_dconv(dconv, per_band).view(batch, freqs, channels, length)
+        expected = expected.permute(0, 2, 1, 3)
+        out = layers._apply_dconv_per_band(dconv, x)
+        assert_close(expected, out)
+        assert_close(expected - x, out - x)  # the branches themselves, not only the residual
+        flat = x[:, :, 0]
+        assert_close(_plain_dconv(dconv, flat), dconv(flat))  # (B, C, T): one band
+    assert torch.equal(x[:, :, 0], flat)  # inputs are not written to
 
 
 def test_pointwise_conv1d_matches_conv():

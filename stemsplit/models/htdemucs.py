@@ -353,26 +353,27 @@ class HTDemucs(nn.Module):
         """:meth:`_mask` followed by :meth:`_pad_spectrogram`.
 
         With ``cac`` the real network output is written straight into the padded
-        complex buffer (one copy instead of two).
+        complex buffer (one copy instead of two), laid out frame-major: the inverse FFT
+        runs along frequency, so ``torch.istft`` then needs no transposing copy of its own.
 
         Args:
             z: complex mixture STFT ``(B, C, Fr, N)``.
             m: real network output ``(B, S, C', Fr, N)``.
 
         Returns:
-            complex ``(B, S, C, Fr + 1, N + 4)``.
+            complex ``(B, S, C, Fr + 1, N + 4)`` (a transposed view with ``cac``).
         """
         if not self.cac:
             return self._pad_spectrogram(self._mask(z, m))
         batch, sources, channels2, freqs, frames = m.shape
         out = torch.zeros(
-            (batch, sources, channels2 // 2, freqs + 1, frames + 4),
+            (batch, sources, channels2 // 2, frames + 4, freqs + 1),
             dtype=torch.complex128 if m.dtype == torch.float64 else torch.complex64,
             device=m.device,
         )
         parts = m.view(batch, sources, channels2 // 2, 2, freqs, frames)
-        torch.view_as_real(out)[..., :freqs, 2 : 2 + frames, :] = parts.permute(0, 1, 2, 4, 5, 3)
-        return out
+        torch.view_as_real(out)[..., 2 : 2 + frames, :freqs, :] = parts.permute(0, 1, 2, 5, 4, 3)
+        return out.transpose(-1, -2)
 
     def _magnitude(self, z: torch.Tensor) -> torch.Tensor:
         """Network input from the mixture STFT.

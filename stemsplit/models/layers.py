@@ -374,8 +374,14 @@ class DConv(nn.Module):
             ]
             self.layers.append(nn.Sequential(*branch))
 
+        #: Every branch is conv, norm, activation, 1x1 conv, norm, GLU, scale: the CPU
+        #: path of :meth:`forward_bands` applies.
+        self.banded = not (lstm or attn)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T)`` -> ``(B, C, T)``."""
+        if self.banded and x.device.type == "cpu":
+            return self.forward_bands(x[:, :, None])[:, :, 0]
         if x.shape[0] == 1 or x.device.type != "cpu":
             for branch in self.layers:
                 x = x + branch(x)
@@ -387,9 +393,59 @@ class DConv(nn.Module):
             x = x + y
         return x
 
+    def forward_bands(self, x: torch.Tensor) -> torch.Tensor:
+        """The DConv along time of every frequency band of ``x`` ``(B, C, Fr, T)``, in that
+        layout (only when :attr:`banded`).
+
+        Same maths as :meth:`forward` on ``(B * Fr, C, T)``, without the two transposing
+        copies: the dilated conv is a ``(1, k)`` conv2d (bitwise the same), the 1x1 conv one
+        matrix product over the columns, each one-group GroupNorm takes its statistics per
+        band and folds its affine part into one multiply-add, and the residual sums are
+        multiply-adds in place after the first.
+        """
+        for index, branch in enumerate(self.layers):
+            conv, norm1, activation, pointwise, norm2, _glu, layer_scale = branch
+            y = F.conv2d(x, conv.weight[:, :, None], conv.bias, padding=(0, conv.padding[0]),
+                         dilation=(1, conv.dilation[0]))
+            y = activation(_norm_per_band(y, norm1))
+            batch, hidden, freqs, steps = y.shape
+            # The 1x1 conv without its bias, which the norm adds in its centring pass.
+            weight = pointwise.weight[:, :, 0].expand(batch, -1, -1)  # no copy
+            y = torch.bmm(weight, y.reshape(batch, hidden, freqs * steps))
+            y = F.glu(_norm_per_band(y.view(batch, -1, freqs, steps), norm2, pointwise.bias), 1)
+            scale = layer_scale.scale[:, None, None]
+            x = torch.addcmul(x, y, scale) if index == 0 else x.addcmul_(y, scale)
+        return x
+
+
+def _norm_per_band(y: torch.Tensor, norm: nn.Module,
+                   bias: tp.Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A one-group ``nn.GroupNorm`` (or identity) of every band of ``y + bias``, where ``y``
+    is ``(B, C, Fr, T)`` and ``bias`` ``(C,)`` (or None): statistics over ``(C, T)`` per
+    ``(B, Fr)``.
+
+    Two passes (the mean from sums, then the variance of the centred values from norms
+    along time), which are 1.1-4x faster here than ``var_mean`` over two strided axes;
+    the bias is added in the centring pass and the centred values are normalised in place.
+    """
+    if not isinstance(norm, nn.GroupNorm):
+        return y if bias is None else y + bias[:, None, None]
+    count = y.shape[1] * y.shape[3]
+    mean = y.sum(3, keepdim=True).sum(1, keepdim=True).div_(count)  # (B, 1, Fr, 1)
+    if bias is not None:  # the mean of y + bias, less the bias: (B, C, Fr, 1)
+        mean = (mean + bias.mean()) - bias[:, None, None]
+    centred = y - mean
+    var = torch.linalg.vector_norm(centred, dim=3, keepdim=True).square_().sum(1, keepdim=True)
+    scale = var.div_(count).add_(norm.eps).rsqrt_()
+    if not norm.affine:
+        return centred.mul_(scale)
+    return centred.mul_(scale * norm.weight[:, None, None]).add_(norm.bias[:, None, None])
+
 
 def _apply_dconv_per_band(dconv: nn.Module, y: torch.Tensor) -> torch.Tensor:
     """Run a 1-d ``dconv`` along time on every frequency band of ``y`` ``(B, C, Fr, T)``."""
+    if isinstance(dconv, DConv) and dconv.banded and y.device.type == "cpu":
+        return dconv.forward_bands(y)
     batch, channels, freqs, steps = y.shape
     flat = y.permute(0, 2, 1, 3).reshape(batch * freqs, channels, steps)
     flat = dconv(flat)

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cpu_kernels import linear
+
 # Config keys (ZFTurbo / audio-separator constructor arguments and keys found in published
 # configs) that change nothing at inference: dropout, attention kernel choices, gradient
 # checkpointing, the training loss, and an argument nothing reads.
@@ -171,9 +173,9 @@ class Attention(nn.Module):
 
         xn = self.norm(x2, out=ws.get("norm", (tokens, dim)))
         weight = self.to_qkv.weight
-        q = torch.mm(xn, weight[:inner].t(), out=ws.get("q", (tokens, inner)))
-        k = torch.mm(xn, weight[inner : 2 * inner].t(), out=ws.get("k", (tokens, inner)))
-        v = torch.mm(xn, weight[2 * inner :].t(), out=ws.get("v", (tokens, inner)))
+        q = linear(xn, weight[:inner])
+        k = linear(xn, weight[inner : 2 * inner])
+        v = linear(xn, weight[2 * inner :])
         gates = torch.addmm(self.to_gates.bias, xn, self.to_gates.weight.t()).sigmoid_()
 
         if axis == TIME:
@@ -194,8 +196,7 @@ class Attention(nn.Module):
         if not out.is_contiguous():
             out = out.contiguous()
         out = out.view(tokens, h, e).mul_(gates.unsqueeze(-1))
-        # The normed input is spent: its buffer takes the projection.
-        x2.add_(torch.mm(out.view(tokens, inner), self.to_out[0].weight.t(), out=xn))
+        x2.add_(linear(out.view(tokens, inner), self.to_out[0].weight))
 
 
 class LinearAttention(nn.Module):
@@ -247,9 +248,8 @@ class FeedForward(nn.Module):
             rows = x2[start : start + _FF_ROWS]
             n = rows.shape[0]
             xn = norm(rows, out=ws.get("norm", (n, dim)))
-            hidden = torch.addmm(first.bias, xn, first.weight.t(), out=ws.get("ff", (n, inner)))
-            torch.ops.aten.gelu_(hidden)
-            rows.add_(torch.addmm(second.bias, hidden, second.weight.t(), out=xn))
+            hidden = linear(xn, first.weight, first.bias, gelu=True)
+            rows.add_(linear(hidden, second.weight, second.bias))
 
 
 class Transformer(nn.Module):

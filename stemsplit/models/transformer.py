@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ModelError
+from .cpu_kernels import linear
 
 __all__ = [
     "CrossTransformerEncoder",
@@ -290,18 +291,18 @@ class MultiHeadAttention(nn.Module):
         """
         batch, tokens_q, dim = query.shape
         if context is None:
-            packed = F.linear(query, self.in_proj_weight, self.in_proj_bias)
+            packed = linear(query, self.in_proj_weight, self.in_proj_bias)
             q, k, v = self._split_heads(packed, 3)
         else:
             (q,) = self._split_heads(
-                F.linear(query, self.in_proj_weight[:dim], self.in_proj_bias[:dim]), 1
+                linear(query, self.in_proj_weight[:dim], self.in_proj_bias[:dim]), 1
             )
             k, v = self._split_heads(
-                F.linear(context, self.in_proj_weight[dim:], self.in_proj_bias[dim:]), 2
+                linear(context, self.in_proj_weight[dim:], self.in_proj_bias[dim:]), 2
             )
         out = F.scaled_dot_product_attention(q, k, v)  # (batch, heads, tokens_q, head_dim)
         out = out.transpose(1, 2).reshape(batch, tokens_q, dim)
-        return self.out_proj(out)
+        return linear(out, self.out_proj.weight, self.out_proj.bias)
 
 
 class _FeedForwardMixin:
@@ -313,7 +314,11 @@ class _FeedForwardMixin:
 
     def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, tokens, dim)`` -> ``(batch, tokens, dim)``."""
-        return self.linear2(self.activation(self.linear1(x)))
+        if self.activation is F.gelu:  # one oneDNN pass on the CPU
+            hidden = linear(x, self.linear1.weight, self.linear1.bias, gelu=True)
+        else:
+            hidden = self.activation(linear(x, self.linear1.weight, self.linear1.bias))
+        return linear(hidden, self.linear2.weight, self.linear2.bias)
 
 
 def _check_not_sparse(sparse: bool) -> None:
