@@ -3,8 +3,10 @@
 ``op_breakdown(run)`` calls ``run()`` once to warm up, once under ``FlopCounterMode`` (the
 floating-point work of each aten op) and once under ``torch.profiler`` (the self CPU time of
 each op), then prints a table: time, share of the call, and for the ops that do arithmetic
-work their GFLOP and GFLOP/s. The "glue" line sums what is neither a GEMM, a convolution nor
-attention: copies, norms, activations and elementwise work, which are bound by memory.
+work their GFLOP and GFLOP/s. The "glue" line sums what is neither a GEMM, a convolution
+(``_convolution``'s own time included: weight reorders, and the transposed convolutions'
+kernels, whose FLOPs the counter books under ``convolution``), an FFT nor attention: copies,
+norms, activations and elementwise work, which are bound by memory.
 
 ``alternate(runs, repeats)`` times several callables in turn, ``repeats`` times each, and
 returns their medians: speed figures on a noisy machine are ratios measured side by side.
@@ -28,7 +30,6 @@ _COMPUTE_OPS = {
     "aten::mkldnn_convolution": ("convolution",),
     "aten::_scaled_dot_product_flash_attention_for_cpu": ("_scaled_dot_product_flash_attention_for_cpu",),
     "mkldnn::_linear_pointwise": ("_linear_pointwise",),
-    "aten::_mkldnn_convolution": ("convolution",),
     "aten::_convolution": (),  # its own time (dispatch, weight reorders)
     "aten::_fft_r2c": (),
     "aten::_fft_c2r": (),

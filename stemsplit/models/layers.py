@@ -318,7 +318,8 @@ def pointwise_conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     ``(512, 6, 336) -> (512, 96, 336)``: ~72 ms -> ~36 ms, and
     ``(128, 12, 336) -> (128, 192, 336)``: ~22 ms -> ~7 ms.  For ``B == 1``
     (one long sequence) there is no gain, so :class:`DConv` only uses this for
-    ``B > 1``.
+    ``B > 1``, in the DConvs with a BLSTM or LocalState (the others run
+    :meth:`DConv.forward_bands`).
     """
     weight = conv.weight.squeeze(-1)  # (Cout, Cin)
     weight = weight.expand(x.shape[0], *weight.shape)  # (B, Cout, Cin), no copy
@@ -332,9 +333,11 @@ class DConv(nn.Module):
 
     Each branch ``layers[d]`` is an ``nn.Sequential`` laid out as
     ``[conv k, norm, act, (BLSTM), (LocalState), conv 1x1, norm, GLU, LayerScale]``
-    and is applied as ``x = x + branch(x)``.  On CPU with a batch ``B > 1`` the
-    1x1 conv is evaluated with :func:`pointwise_conv1d` (faster, same result);
-    the modules, and so the ``state_dict`` keys, are unchanged.
+    and is applied as ``x = x + branch(x)``.  On CPU, a DConv without BLSTM or
+    LocalState runs :meth:`forward_bands` (a 1-d input is one band); with them and a
+    batch ``B > 1``, the 1x1 conv is evaluated with :func:`pointwise_conv1d`. Both
+    give the same result to float rounding; the modules, and so the ``state_dict``
+    keys, are unchanged.
     """
 
     def __init__(self, channels: int, compress: float = 4, depth: int = 2, init: float = 1e-4,
@@ -378,9 +381,13 @@ class DConv(nn.Module):
         #: path of :meth:`forward_bands` applies.
         self.banded = not (lstm or attn)
 
+    def runs_banded(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` goes through :meth:`forward_bands` (on the CPU, when :attr:`banded`)."""
+        return self.banded and x.device.type == "cpu"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T)`` -> ``(B, C, T)``."""
-        if self.banded and x.device.type == "cpu":
+        if self.runs_banded(x):
             return self.forward_bands(x[:, :, None])[:, :, 0]
         if x.shape[0] == 1 or x.device.type != "cpu":
             for branch in self.layers:
@@ -444,7 +451,7 @@ def _norm_per_band(y: torch.Tensor, norm: nn.Module,
 
 def _apply_dconv_per_band(dconv: nn.Module, y: torch.Tensor) -> torch.Tensor:
     """Run a 1-d ``dconv`` along time on every frequency band of ``y`` ``(B, C, Fr, T)``."""
-    if isinstance(dconv, DConv) and dconv.banded and y.device.type == "cpu":
+    if isinstance(dconv, DConv) and dconv.runs_banded(y):
         return dconv.forward_bands(y)
     batch, channels, freqs, steps = y.shape
     flat = y.permute(0, 2, 1, 3).reshape(batch * freqs, channels, steps)

@@ -191,6 +191,7 @@ class Attention(nn.Module):
             _attention_views(k, shape, axis),
             _attention_views(v, shape, axis),
         )
+        del q, k, v  # their memory takes the output projection below
         # SDPA's CPU kernels lay their output out as (batch, seq, heads, e): back to tokens.
         out = out.transpose(1, 2)
         if not out.is_contiguous():
@@ -243,7 +244,7 @@ class FeedForward(nn.Module):
     def forward(self, x2: Tensor, ws: Workspace) -> None:
         """Adds ff(x2) to the token rows ``x2`` (tokens, dim) in place, a chunk at a time."""
         norm, first, _, _, second = self.net
-        dim, inner = first.in_features, first.out_features
+        dim = first.in_features
         for start in range(0, x2.shape[0], _FF_ROWS):
             rows = x2[start : start + _FF_ROWS]
             n = rows.shape[0]
