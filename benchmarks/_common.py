@@ -37,12 +37,40 @@ FULL_HTDEMUCS_KWARGS = dict(
 )
 
 
+def htdemucs_kwargs(size: str = "full") -> dict:
+    """Constructor arguments of the benchmarks' htdemucs: the published ones, or ("tiny")
+    the tests' small configuration with the published segment."""
+    if size == "full":
+        return FULL_HTDEMUCS_KWARGS
+    return {**SMALL_HTDEMUCS_KWARGS, "segment": Fraction(39, 5)}
+
+
+HTDEMUCS_SEED = 0
+"""Seed of the random weights (``tests.checkpoints.make_demucs_member``)."""
+
+
+def htdemucs_pair(size: str = "full"):
+    """(demucs' htdemucs, stemsplit's with the same weights, one training segment of mix):
+    the weights are those ``write_htdemucs`` writes, both networks in eval mode."""
+    import torch
+
+    from stemsplit.models.htdemucs import HTDemucs
+    from tests.checkpoints import make_demucs_member
+
+    kwargs = htdemucs_kwargs(size)
+    theirs, _ = make_demucs_member(HTDEMUCS, [], kwargs, HTDEMUCS_SEED)
+    ours = HTDemucs(**kwargs)
+    ours.load_state_dict(theirs.state_dict())
+    ours.eval()
+    length = int(kwargs["segment"] * 44100)
+    mix = 0.2 * torch.randn(1, 2, length, generator=torch.Generator().manual_seed(1))
+    return theirs, ours, mix
+
+
 def write_htdemucs(hf_home: Path, size: str = "full") -> None:
     """A random-weight htdemucs under its published name in an HF cache at hf_home."""
-    kwargs = FULL_HTDEMUCS_KWARGS if size == "full" else {**SMALL_HTDEMUCS_KWARGS,
-                                                          "segment": Fraction(39, 5)}
     write_hf_bag(hf_home, "htdemucs", "adefossez/HTDemucs",
-                 [(HTDEMUCS, [], kwargs, 0, "955717e8")])
+                 [(HTDEMUCS, [], htdemucs_kwargs(size), HTDEMUCS_SEED, "955717e8")])
 
 
 def make_track(path: Path, seconds: float, sample_rate: int = 44100,

@@ -10,6 +10,8 @@ norms, activations and elementwise work, which are bound by memory.
 
 ``alternate(runs, repeats)`` times several callables in turn, ``repeats`` times each, and
 returns their medians: speed figures on a noisy machine are ratios measured side by side.
+``compare_networks(reference, ours, x, repeats)`` does that for a reference network and ours
+on one input, and prints their max |difference| and the ratio of the medians.
 """
 
 from __future__ import annotations
@@ -99,6 +101,25 @@ def op_breakdown(run: tp.Callable[[], tp.Any], title: str, rows: int = 14,
     print(f"  {'glue (copies, norms, activations, elementwise)':<52}{'':6}{glue:8.2f}s"
           f"{glue / total_self:6.0%}")
     return {"total_s": total_self, "glue_s": glue, "gflop": total_flops / 1e9}
+
+
+def compare_networks(reference: tp.Callable, ours: tp.Callable, x: torch.Tensor, repeats: int,
+                     reference_name: str = "demucs") -> dict[str, float]:
+    """Max |ours(x) - reference(x)| (absolute, and relative to the reference's peak; ours
+    reshaped to the reference's shape), then both timed in turn (:func:`alternate`); prints
+    the medians and their ratio, and returns the medians by name (``reference_name``,
+    "stemsplit")."""
+    with torch.inference_mode():
+        expected = reference(x)
+        difference = float((ours(x).reshape(expected.shape) - expected).abs().max())
+    print(f"max |stemsplit - {reference_name}| on the input: {difference:.2e} "
+          f"({difference / float(expected.abs().max()):.2e} of the peak)")
+    medians = alternate({reference_name: lambda: reference(x), "stemsplit": lambda: ours(x)},
+                        repeats)
+    print(f"network time per call, median of {repeats}: {reference_name} "
+          f"{medians[reference_name]:.2f} s, stemsplit {medians['stemsplit']:.2f} s, "
+          f"ratio {medians[reference_name] / medians['stemsplit']:.2f}x")
+    return medians
 
 
 def gemm_peak(threads: int, size: int = 2048, repeats: int = 5) -> float:

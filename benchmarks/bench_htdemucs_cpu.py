@@ -7,9 +7,13 @@ random weights into a temporary Hugging Face cache, makes a stereo test track, t
     stemsplit TRACK -n htdemucs --shifts 0 --float32
 
 one after the other, several times, offline against that cache. Prints the wall time and
-peak RSS of each run, the medians, their ratio, and the max |difference| between the stems.
+peak RSS of each run, the medians, their ratio, and the max |difference| between the stems;
+then the network time of one training segment (7.8 s) of both, in this process with the same
+weights, alternating (``--segment-repeats``; 0 skips it), so the whole-track ratio can be
+read against the networks' own.
 
     python benchmarks/bench_htdemucs_cpu.py [--seconds 60] [--repeats 3] [--batch-size 1]
+                                            [--segment-repeats 3] [--threads 2]
 
 Numbers, not assertions: run it on a quiet machine.
 """
@@ -25,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from _common import (SOURCES, demucs_command, make_track, measured_run, offline_env,
-                     stemsplit_command, write_htdemucs)
+from _common import (SOURCES, demucs_command, htdemucs_pair, make_track, measured_run,
+                     offline_env, stemsplit_command, write_htdemucs)
 
 
 def max_difference(ours: Path, theirs: Path) -> float:
@@ -38,12 +42,31 @@ def max_difference(ours: Path, theirs: Path) -> float:
     return worst
 
 
+def segment_times(size: str, repeats: int, threads: int) -> None:
+    """demucs' and stemsplit's htdemucs network on one training segment, in this process,
+    with the weights the command-line runs load: difference, then times in turn."""
+    import torch
+
+    from _profile import compare_networks
+    from stemsplit.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the stemsplit CLI does; applies to both networks here
+    torch.set_num_threads(threads)
+    theirs, ours, mix = htdemucs_pair(size)
+    print(f"\none {mix.shape[-1] / 44100:.1f} s segment through each network in this process, "
+          f"{threads} threads:")
+    compare_networks(theirs, ours, mix, repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--size", choices=["full", "tiny"], default="full")
+    parser.add_argument("--segment-repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads of the in-process segment timing (the CLIs use them all)")
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="stemsplit-bench-") as directory:
@@ -77,7 +100,8 @@ def main() -> None:
         difference = max_difference(work / "stemsplit" / "htdemucs" / "track",
                                     work / "demucs" / "htdemucs" / "track")
         print(f"max |difference| between the float32 stems: {difference:.2e}")
-
+    if options.segment_repeats > 0:
+        segment_times(options.size, options.segment_repeats, options.threads)
 
 if __name__ == "__main__":
     main()

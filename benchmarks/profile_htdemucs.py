@@ -24,10 +24,8 @@ import argparse
 
 import torch
 
-from _common import FULL_HTDEMUCS_KWARGS, HTDEMUCS
-from _profile import alternate, gemm_peak, op_breakdown
-
-from tests.checkpoints import make_demucs_member  # noqa: E402
+from _common import htdemucs_pair
+from _profile import compare_networks, gemm_peak, op_breakdown
 
 
 def main() -> None:
@@ -44,26 +42,13 @@ def main() -> None:
         keep_freed_memory()  # as the CLI does (both networks run in this process)
     torch.set_num_threads(options.threads)
 
-    from stemsplit.models.htdemucs import HTDemucs
-
-    theirs, _ = make_demucs_member(HTDEMUCS, [], FULL_HTDEMUCS_KWARGS, 0)
-    ours = HTDemucs(**FULL_HTDEMUCS_KWARGS)
-    ours.load_state_dict(theirs.state_dict())
-    ours.eval()
-    length = int(FULL_HTDEMUCS_KWARGS["segment"] * 44100)
-    mix = 0.2 * torch.randn(1, 2, length, generator=torch.Generator().manual_seed(1))
+    theirs, ours, mix = htdemucs_pair("full")
+    length = mix.shape[-1]
 
     peak = gemm_peak(options.threads)
     print(f"{options.threads} threads; fp32 GEMM {peak:.0f} GFLOP/s; one segment of "
           f"{length / 44100:.1f} s")
-    with torch.inference_mode():
-        difference = float((ours(mix) - theirs(mix)).abs().max())
-    print(f"max |stemsplit - demucs| on the segment: {difference:.2e}")
-    medians = alternate({"demucs": lambda: theirs(mix), "stemsplit": lambda: ours(mix)},
-                        options.repeats)
-    print(f"network time per segment, median of {options.repeats}: demucs "
-          f"{medians['demucs']:.2f} s, stemsplit {medians['stemsplit']:.2f} s, "
-          f"ratio {medians['demucs'] / medians['stemsplit']:.2f}x")
+    compare_networks(theirs, ours, mix, options.repeats)
     op_breakdown(lambda: ours(mix), "stemsplit htdemucs, one segment", gemm_peak_gflops=peak)
     if options.demucs_table:
         op_breakdown(lambda: theirs(mix), "demucs htdemucs, one segment", gemm_peak_gflops=peak)

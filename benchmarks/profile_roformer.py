@@ -19,7 +19,7 @@ import argparse
 import torch
 
 from _common import ROOT  # noqa: F401  (puts the repository on sys.path)
-from _profile import alternate, gemm_peak, op_breakdown
+from _profile import compare_networks, gemm_peak, op_breakdown
 
 from tests.roformer_models import KIM_MEL, VIPERX_BS, build_pair  # noqa: E402
 
@@ -42,16 +42,7 @@ def main() -> None:
     peak = gemm_peak(options.threads)
     print(f"{options.kind} roformer, {options.threads} threads; fp32 GEMM {peak:.0f} GFLOP/s; "
           f"one chunk of {options.seconds:g} s")
-    with torch.inference_mode():
-        expected = theirs(mix)
-        actual = ours(mix).reshape(expected.shape)
-    relative = float((actual - expected).abs().max() / expected.abs().max())
-    print(f"max |stemsplit - audio-separator| / peak on the chunk: {relative:.2e}")
-    medians = alternate({"audio-sep": lambda: theirs(mix), "stemsplit": lambda: ours(mix)},
-                        options.repeats)
-    print(f"network time per chunk, median of {options.repeats}: audio-separator "
-          f"{medians['audio-sep']:.2f} s, stemsplit {medians['stemsplit']:.2f} s, "
-          f"ratio {medians['audio-sep'] / medians['stemsplit']:.2f}x")
+    compare_networks(theirs, ours, mix, options.repeats, reference_name="audio-separator")
     op_breakdown(lambda: ours(mix), f"stemsplit {options.kind} roformer, one chunk",
                  gemm_peak_gflops=peak)
 

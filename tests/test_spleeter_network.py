@@ -318,6 +318,38 @@ def test_forward_shapes_and_refusals(real_net):
     torch.testing.assert_close(batched[1:2], single, atol=1e-6, rtol=0)
 
 
+def test_the_unet_runs_channels_last_on_the_cpu_with_the_same_logits(real_net, monkeypatch):
+    """The U-Nets run in the channels-last layout on the CPU (their transposed convolutions
+    then need no layout copies); their logits are those of the contiguous layout to float
+    rounding, and come out contiguous."""
+    from stemsplit.models import spleeter as module
+
+    magnitude = torch.rand(1, 2, 64, 128, generator=torch.Generator().manual_seed(3))
+    assert module._in_unet_layout(magnitude).is_contiguous(memory_format=torch.channels_last)
+    unet = real_net.unets[0]
+    with torch.inference_mode():
+        logits = unet(magnitude)
+        monkeypatch.setattr(module, "_in_unet_layout", lambda x: x)
+        contiguous_logits = unet(magnitude)
+    assert logits.is_contiguous()
+    torch.testing.assert_close(logits, contiguous_logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_one_channel_decoder_as_a_matrix_product_equals_the_transposed_conv(bias):
+    from stemsplit.models.spleeter import _transposed_conv
+
+    generator = torch.Generator().manual_seed(4)
+    deconv = torch.nn.ConvTranspose2d(32, 1, 5, stride=2, bias=bias)
+    x = torch.randn(2, 32, 16, 24, generator=generator)
+    with torch.inference_mode():
+        expected = deconv(x)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            actual = _transposed_conv(deconv, x.contiguous(memory_format=layout))
+            assert actual.shape == expected.shape == (2, 1, 35, 51)
+            torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+
+
 # -- parity with spleeter ----------------------------------------------------------------
 
 
