@@ -103,5 +103,6 @@ def main() -> None:
     if options.segment_repeats > 0:
         segment_times(options.size, options.segment_repeats, options.threads)
 
+
 if __name__ == "__main__":
     main()

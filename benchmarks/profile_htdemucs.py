@@ -5,13 +5,13 @@ parameters) with random weights, loads the same weights into stemsplit's network
 both one training segment (7.8 s of stereo audio). Prints
 
 * the fp32 GEMM rate of this machine (the ceiling for the big kernels),
-* the network time per segment of both, alternating, and their ratio,
 * the max |difference| between their outputs,
-Both run in this process with glibc's malloc tuned as stemsplit's CLI tunes it
-(``stemsplit.allocator``; ``--plain-malloc`` leaves it alone).
-
+* the network time per segment of both, alternating, and their ratio,
 * the op breakdown of stemsplit's forward (and with ``--demucs-table``, demucs'):
   self CPU time per aten op, its share, and GFLOP/s for the ops doing arithmetic work.
+
+Both run in this process with glibc's malloc tuned as stemsplit's CLI tunes it
+(``stemsplit.allocator``; ``--plain-malloc`` leaves it alone).
 
     python benchmarks/profile_htdemucs.py [--threads 2] [--repeats 3] [--demucs-table]
 

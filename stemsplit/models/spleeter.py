@@ -163,7 +163,9 @@ def _transposed_conv(deconv: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tenso
     """``deconv(x)``; on the CPU, a decoder with one output channel (the last) as one matrix
     product and a col2im sum (``F.fold``), 2.2x faster there than oneDNN's transposed
     convolution, which cannot spread one output channel over its vector lanes."""
-    if x.device.type != "cpu" or deconv.out_channels != 1:
+    plain = (deconv.padding == (0, 0) and deconv.output_padding == (0, 0)
+             and deconv.dilation == (1, 1) and deconv.groups == 1)
+    if x.device.type != "cpu" or deconv.out_channels != 1 or not plain:
         return deconv(x)
     batch, channels, height, width = x.shape
     kernel_height, kernel_width = deconv.kernel_size
@@ -332,8 +334,8 @@ class SpleeterNet(nn.Module):
         del outputs, powers, total
         # The masked STFT (B, S, 2, T, BINS), zero above F: real and imaginary parts times
         # the mask: the values of the complex product, without making the mask complex.
-        masked = torch.zeros((batch, stems, channels, frames, BINS, 2), device=chunk.device)
         parts = torch.view_as_real(spectrum)[:, None, :, :, :bins]
+        masked = parts.new_zeros((batch, stems, channels, frames, BINS, 2))
         torch.mul(parts, masks[..., None], out=masked[..., :bins, :])
         del masks, parts
         pieces = torch.fft.irfft(torch.view_as_complex(masked), n=FRAME_LENGTH, dim=-1)
