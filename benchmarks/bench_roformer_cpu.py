@@ -45,7 +45,7 @@ CONFIG = ROOT / "tests" / "data" / "msst" / f"uvr_{NAME}.yaml"
 
 def write_model(folder: Path, num_overlap: int | None) -> Path:
     """The checkpoint and its config (UVR's, zero_dc: false added) in ``folder``."""
-    from stemsplit.families.msst_config import read_config
+    from stemsplit.families.msst.config import read_config
 
     folder.mkdir(parents=True, exist_ok=True)
     text = CONFIG.read_text().replace("  num_stems: 1\n", "  num_stems: 1\n  zero_dc: false\n")

@@ -34,7 +34,7 @@ def main() -> None:
 
     keep_freed_memory()  # as the CLI does
     torch.set_num_threads(options.threads)
-    from stemsplit.families.spleeter_checkpoint import find_checkpoint_prefix, read_tensor_bundle
+    from stemsplit.families.spleeter.checkpoint import find_checkpoint_prefix, read_tensor_bundle
     from stemsplit.models.spleeter import BLOCK_SAMPLES, SpleeterNet
 
     folder = options.weights

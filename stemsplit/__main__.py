@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = _listing(args)
     if as_json is not None:
-        from .listing import print_listing
+        from .cli.listing import print_listing
 
         try:
             if print_listing(as_json):

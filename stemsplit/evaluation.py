@@ -1,6 +1,6 @@
 """How good a separation is: stems scored against reference stems.
 
-Nothing here prints or imports the terminal; ``eval_cli`` draws the results. torch is only
+Nothing here prints or imports the terminal; ``cli.eval`` draws the results. torch is only
 imported by :func:`evaluate_with_model` (through the pipeline), museval only for ``bss_v4``.
 
 Layouts

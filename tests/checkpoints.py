@@ -500,7 +500,7 @@ def demucs_spec(spec: Any, **changes: Any) -> Any:
     """A demucs ``ModelSpec`` with some fields changed: those every model has, or its demucs
     settings (``hf_repo``, ``members``, ``legacy_files``, ``sha256``, ...). Its files are
     worked out again by the demucs family, as the registry does."""
-    from stemsplit.families.demucs import FAMILY
+    from stemsplit.families.demucs.adapter import FAMILY
 
     own = {field.name for field in dataclasses.fields(spec.config)}
     config = dataclasses.replace(spec.config, **{k: v for k, v in changes.items() if k in own})

@@ -192,7 +192,7 @@ def seed_audio_separator_models(models: Path, onnx: Path, *, n_fft: int, dim_f: 
     import json
     import shutil
 
-    from stemsplit.families.mdx_onnx import uvr_hash
+    from stemsplit.families.mdx.onnx_runner import uvr_hash
 
     models.mkdir(parents=True, exist_ok=True)
     shutil.copy(onnx, models / "Kim_Vocal_2.onnx")

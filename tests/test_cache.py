@@ -19,8 +19,8 @@ import torch
 
 from stemsplit.cache.inventory import is_cached
 from stemsplit.cache.locations import hf_cache_dir, torch_hub_checkpoints_dir
-from stemsplit.families.demucs_checkpoint import read_checkpoint, read_safetensors_member
-from stemsplit.families.demucs_files import ResolvedBag, resolve_demucs_model, resolve_weights_path
+from stemsplit.families.demucs.checkpoint import read_checkpoint, read_safetensors_member
+from stemsplit.families.demucs.files import ResolvedBag, resolve_demucs_model, resolve_weights_path
 from stemsplit.errors import ChecksumError, ModelError, WeightsUnavailableError
 from stemsplit.registry import load_registry
 from tests.checkpoints import (

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stemsplit.families.demucs_checkpoint import (
+from stemsplit.families.demucs.checkpoint import (
     BagDescription,
     read_bag_yaml,
     read_checkpoint,
@@ -234,7 +234,7 @@ def test_torchscript_archive_is_refused(tmp_path: Path) -> None:
 
 
 def test_reader_does_not_import_torch_or_demucs_at_module_level() -> None:
-    code = ("import sys, stemsplit.families.demucs_checkpoint, stemsplit.families.demucs_files, stemsplit.cache.http, stemsplit.cache.inventory; "
+    code = ("import sys, stemsplit.families.demucs.checkpoint, stemsplit.families.demucs.files, stemsplit.cache.http, stemsplit.cache.inventory; "
             "assert 'torch' not in sys.modules, 'torch'; assert 'demucs' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

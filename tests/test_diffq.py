@@ -60,8 +60,8 @@ def diffq_oracle():
 
 
 def _read_and_build(path: Path) -> torch.nn.Module:
-    from stemsplit.families.demucs import build_network
-    from stemsplit.families.demucs_checkpoint import read_checkpoint
+    from stemsplit.families.demucs.adapter import build_network
+    from stemsplit.families.demucs.checkpoint import read_checkpoint
 
     package = read_checkpoint(path)
     assert package.quantized is not None and package.state == {}
@@ -85,7 +85,7 @@ def _write_both(state: dict, klass: str, kwargs: dict, folder: Path) -> list[Pat
 def test_unpacking_inverts_diffq_bitpack(nbits: int, length: int) -> None:
     from diffq import bitpack, torch_pack
 
-    from stemsplit.families.demucs_diffq import _unpack
+    from stemsplit.families.demucs.diffq import _unpack
 
     generator = torch.Generator().manual_seed(nbits * 10000 + length)
     values = torch.randint(0, 2 ** nbits, (length,), generator=generator, dtype=torch.int16)
@@ -105,7 +105,7 @@ def test_our_networks_walk_their_parameters_in_demucs_order() -> None:
     """diffq's lists name no parameter: they follow the module walk, which must be demucs'."""
     import inspect
 
-    from stemsplit.families.demucs import network_class
+    from stemsplit.families.demucs.adapter import network_class
 
     def walk(model):
         return [(f"{module_name}.{name}", tuple(param.shape))

@@ -39,7 +39,7 @@ import soundfile
 from stemsplit.errors import ModelError, UsageError
 from stemsplit.ensemble import (ALGORITHMS, FRAME, HOP, Ensemble, EnsembleRecipe, StemSpool,
                                 StreamingCombiner, combine_arrays, plan_stems, run_ensemble)
-from stemsplit.families.mdx_onnx import uvr_hash
+from stemsplit.families.mdx.onnx_runner import uvr_hash
 from tests.checkpoints import FileServer, closed_port
 from tests.mdx_models import KIM_VOCAL_2, write_mdx_onnx
 

@@ -20,7 +20,7 @@ import torch
 from stemsplit.engine import MixStatistics, SeparationSettings, StreamingSeparator, separate_tensor
 from stemsplit.errors import ChecksumError, ModelError, UsageError
 from stemsplit.families.base import ChunkingRequest
-from stemsplit.families.mdx_onnx import stem_names, uvr_hash
+from stemsplit.families.mdx.onnx_runner import stem_names, uvr_hash
 from stemsplit.loading import load_model
 from stemsplit.models.mdx import MDXParameters
 from stemsplit.registry import load_registry

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from stemsplit.families.mdx_onnx import uvr_hash
+from stemsplit.families.mdx.onnx_runner import uvr_hash
 from tests.mdx_models import (INST_HQ_4, KIM_VOCAL_2, onnx_runner, reference_separation,
                                write_mdx_onnx, write_registry)
 

@@ -595,7 +595,7 @@ def test_plain_table_lays_out_as_rich_and_wraps_the_last_column():
     from rich.console import Console
     from rich.table import Table
 
-    from stemsplit.listing import PlainTable
+    from stemsplit.cli.listing import PlainTable
 
     rows = [("htdemucs *", "4", "the default model, " * 4), ("mdx_extra_q", "12", "")]
     plain, fancy = PlainTable(box=None, pad_edge=False), Table(box=None, pad_edge=False)

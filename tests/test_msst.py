@@ -22,7 +22,7 @@ import torch
 
 from stemsplit.errors import ModelError, UnsafeCheckpointError, UsageError
 from stemsplit.families.base import ChunkingRequest
-from stemsplit.families.msst_config import read_config
+from stemsplit.families.msst.config import read_config
 from stemsplit.engine import SeparationSettings, separate_tensor
 from stemsplit.loading import load_model
 from tests.msst_models import (config_sections, reference_network, write_checkpoint,
@@ -90,7 +90,7 @@ PUBLISHED = {
 def test_published_configs_are_read_as_they_are(name):
     """Real configs (python/tuple tags, CRLF, training-only keys, no audio section, ...)
     are read, and their networks built with every key accepted."""
-    from stemsplit.families.msst import build_network
+    from stemsplit.families.msst.adapter import build_network
 
     model_type, stems, chunk, overlap = PUBLISHED[name]
     config = read_config(DATA / name)

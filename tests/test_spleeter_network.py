@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from stemsplit.errors import ModelError
-from stemsplit.families import spleeter_checkpoint as bundle
-from stemsplit.families.spleeter_checkpoint import find_checkpoint_prefix, read_tensor_bundle
+from stemsplit.families.spleeter import checkpoint as bundle
+from stemsplit.families.spleeter.checkpoint import find_checkpoint_prefix, read_tensor_bundle
 from stemsplit.models.spleeter import (
     BLOCK_FRAMES,
     BLOCK_SAMPLES,

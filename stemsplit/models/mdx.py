@@ -18,7 +18,7 @@ How chunks are laid on the track (n_fft/2 zeros in front, ``MDXParameters.paddin
 stride ``int((1 - overlap) * chunk)``, overlap-add weighted by a symmetric Hann window of each
 chunk's real length) is the engine's job (``stemsplit/families/mdx.py`` describes it as an
 ``engine.Chunking``). Model code never touches files: the network itself comes in as a
-callable (see ``stemsplit/families/mdx_onnx.py`` for the onnxruntime one).
+callable (see ``stemsplit/families/mdx/onnx_runner.py`` for the onnxruntime one).
 """
 
 from __future__ import annotations

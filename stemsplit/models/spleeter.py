@@ -2,7 +2,7 @@
 
 Written after spleeter 2.4.2 (``spleeter/model/__init__.py``: ``EstimatorSpecBuilder``;
 ``spleeter/model/functions/unet.py``), for the TensorFlow checkpoints Deezer publishes
-(read by ``stemsplit.families.spleeter_checkpoint``). Spleeter over a whole track:
+(read by ``stemsplit.families.spleeter.checkpoint``). Spleeter over a whole track:
 
 1. the track (samples, 2) gets ``FRONT_PADDING`` (4096) zeros in front; a mono track is
    duplicated to stereo first, and only the first two of more channels are used;

@@ -2,7 +2,7 @@
 
 Weights: a Spleeter model folder (``checkpoint``, ``model.index``, ``model.data-*``, as
 Deezer's release archives ``2stems.tar.gz``, ``4stems.tar.gz``, ``5stems.tar.gz`` hold them),
-read by our own TensorBundle reader (``spleeter_checkpoint``); no TensorFlow. The network is
+read by our own TensorBundle reader (``checkpoint``); no TensorFlow. The network is
 ours (``stemsplit/models/spleeter.py``).
 
 Where a named model's weights come from, in order, without downloading anything that is
@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..errors import ModelError, UsageError
-from .base import ChunkingRequest, Family, Fetched, LoadedModel, _host
+from ...errors import ModelError, UsageError
+from ..base import ChunkingRequest, Family, Fetched, LoadedModel, _host
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..cache.locations import OfflinePolicy
-    from ..engine import Network
-    from ..registry import ModelFile, ModelSpec
+    from ...cache.locations import OfflinePolicy
+    from ...engine import Network
+    from ...registry import ModelFile, ModelSpec
 
 MODEL_TYPES = ("unet.unet", "unet.softmax_unet")
 ACTIVATIONS = ("LeakyReLU", "ELU", "ReLU")
@@ -88,7 +88,7 @@ class SpleeterFamily(Family):
     # -- weights.toml --------------------------------------------------------------------
     def parse(self, name: str, table: Mapping[str, Any],
               url_files: tuple["ModelFile", ...]) -> tuple[SpleeterConfig, tuple["ModelFile", ...]]:
-        from ..cache.archives import is_archive
+        from ...cache.archives import is_archive
 
         unknown = sorted(set(table) - set(KEYS))
         if unknown:
@@ -131,10 +131,10 @@ class SpleeterFamily(Family):
     # -- files ---------------------------------------------------------------------------
     def fetch(self, spec: "ModelSpec", *, offline: "OfflinePolicy", progress=None,
               options: Mapping[str, Any] | None = None) -> Fetched:
-        from ..cache.archives import is_unpacked, unpack_archive, unpacked_folder
-        from ..cache.http import resolve_url_files
-        from ..cache.integrity import ChecksumStore
-        from ..cache.locations import url_folder
+        from ...cache.archives import is_unpacked, unpack_archive, unpacked_folder
+        from ...cache.http import resolve_url_files
+        from ...cache.integrity import ChecksumStore
+        from ...cache.locations import url_folder
 
         archive_file = spec.files[0]
         archive_path = url_folder(archive_file.folder) / archive_file.filename
@@ -177,8 +177,8 @@ class SpleeterFamily(Family):
 
     # -- chunking ------------------------------------------------------------------------
     def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:
-        from ..engine import Chunking, Network, Window
-        from ..models.spleeter import BLOCK_SAMPLES, BLOCK_STRIDE, FRONT_PADDING
+        from ...engine import Chunking, Network, Window
+        from ...models.spleeter import BLOCK_SAMPLES, BLOCK_STRIDE, FRONT_PADDING
 
         if request.segment_seconds is not None or request.overlap is not None:
             flag = "--segment" if request.segment_seconds is not None else "--overlap"
@@ -238,7 +238,7 @@ def _is_model_folder(folder: Path) -> bool:
 
 def _inferred(variables: Mapping[str, Any], label: str) -> tuple[tuple[str, ...], SpleeterConfig]:
     """Deezer's configuration for a checkpoint of this many U-Nets (7 convolutions each)."""
-    from ..models.spleeter import variable_layers
+    from ...models.spleeter import variable_layers
 
     layers = variable_layers(variables).get("conv2d", 0)
     count, remainder = divmod(layers, 7)
@@ -251,8 +251,8 @@ def _inferred(variables: Mapping[str, Any], label: str) -> tuple[tuple[str, ...]
 
 def _load(folder: Path, stems, config: SpleeterConfig | None, spec, label: str, origin: str,
           device: Any) -> LoadedModel:
-    from ..models.spleeter import SpleeterNet
-    from .spleeter_checkpoint import find_checkpoint_prefix, read_tensor_bundle
+    from ...models.spleeter import SpleeterNet
+    from .checkpoint import find_checkpoint_prefix, read_tensor_bundle
 
     variables = read_tensor_bundle(find_checkpoint_prefix(folder))
     if config is None:

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from .errors import OutputError, UsageError
+from ..errors import OutputError, UsageError
 from .terminal import ProgressDisplay, complete_model, install_log_handler, run_command, stderr
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .evaluation import EvaluationReport, TrackScore
+    from ..evaluation import EvaluationReport, TrackScore
 
 _DEFAULT_METRICS = "sdr,si_sdr"
 
@@ -192,7 +192,7 @@ def _evaluate(
     jobs: int, segment: Optional[float], overlap: Optional[float], shifts: int, seed: int,
     batch_size: int, offline: bool, as_json: bool, csv_path: Optional[str], quiet: bool,
 ) -> int:
-    from . import evaluation
+    from .. import evaluation
 
     chosen_metrics = evaluation.parse_metrics(metrics)
     if model and name and model != name:
@@ -251,12 +251,12 @@ def _evaluate_with_model(reference_dir: Path, metrics, progress: EvalProgress, *
                          two_stems: Optional[str], device: str, jobs: int,
                          segment: Optional[float], overlap: Optional[float], shifts: int,
                          seed: int, batch_size: int, offline: bool) -> "EvaluationReport":
-    from .allocator import keep_freed_memory
+    from ..allocator import keep_freed_memory
     keep_freed_memory()  # before torch and its threads, as `separate` does
-    from . import evaluation, pipeline
-    from .engine import SeparationSettings
-    from .families.base import ChunkingRequest
-    from .loading import load_model
+    from .. import evaluation, pipeline
+    from ..engine import SeparationSettings
+    from ..families.base import ChunkingRequest
+    from ..loading import load_model
 
     import torch
     if jobs > 0:

@@ -23,7 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ModelError, StemsplitError, UnsafeCheckpointError
+from ..errors import ModelError, StemsplitError, UnsafeCheckpointError
 
 GlobalResolver = Callable[[str, str], Any]
 """``resolve(module, name)``: a stand-in for that global, or None to refuse it."""

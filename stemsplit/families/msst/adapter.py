@@ -3,7 +3,7 @@
 BS-RoFormer, Mel-Band RoFormer and MDX23C (TFC-TDF v3) networks, published as a ``.ckpt``
 (a torch ``state_dict``, sometimes wrapped under ``state_dict``, ``model``, ``state`` or
 ``model_state_dict``; read without executing pickled code) with a ZFTurbo-style YAML
-config (``msst_config``). The networks are ours (``stemsplit/models/bs_roformer.py``,
+config (``config``). The networks are ours (``stemsplit/models/bs_roformer.py``,
 ``mel_band_roformer.py``, ``mdx23c.py``).
 
 Chunking is ZFTurbo's ``utils.model_utils.demix`` in generic mode: chunks of the config's
@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..errors import ModelError, UsageError
-from .base import ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec
+from ...errors import ModelError, UsageError
+from ..base import ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..engine import Network
-    from ..registry import ModelFile, ModelSpec
-    from .msst_config import MSSTConfig
+    from ...engine import Network
+    from ...registry import ModelFile, ModelSpec
+    from .config import MSSTConfig
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt")
 CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -62,7 +62,7 @@ class MSSTFamily(Family):
     # -- weights.toml --------------------------------------------------------------------
     def parse(self, name: str, table: Mapping[str, Any],
               url_files: tuple["ModelFile", ...]) -> tuple[MSSTEntry, tuple["ModelFile", ...]]:
-        from .msst_config import MODEL_TYPES
+        from .config import MODEL_TYPES
 
         unknown = sorted(set(table) - {"model_type"})
         if unknown:
@@ -110,7 +110,7 @@ class MSSTFamily(Family):
                 raise ModelError(f"--config {config}: no such file")
         elif spec is not None:
             # The named model's config (downloaded if need be) applies to this checkpoint.
-            from ..cache.http import resolve_url_files
+            from ...cache.http import resolve_url_files
 
             (found, _), = resolve_url_files(
                 spec.name, [f for f in spec.files if f.filename.endswith(CONFIG_SUFFIXES)],
@@ -124,7 +124,7 @@ class MSSTFamily(Family):
 
     # -- chunking ------------------------------------------------------------------------
     def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:
-        from ..engine import Chunking, Network, Normalisation, Window, overlap_stride
+        from ...engine import Chunking, Network, Normalisation, Window, overlap_stride
 
         config: MSSTConfig = model.details
         chunk = config.chunk_size
@@ -183,7 +183,7 @@ def _valid_chunk(config: "MSSTConfig", chunk: int, asked: bool) -> int:
         hop = int(config.model.get("stft_hop_length", 512))
         valid = chunk - chunk % hop
     elif config.model_type == "mdx23c":
-        from ..models.mdx23c import chunk_size_for
+        from ...models.mdx23c import chunk_size_for
 
         scale = config.model.get("scale", (2, 2))
         try:
@@ -231,7 +231,7 @@ def build_network(config: "MSSTConfig") -> Any:
     label = f"{config.path.name} ({config.model_type})"
     outputs = len(config.network_stems)
     if config.model_type == "mdx23c":
-        from ..models.mdx23c import MDX23C
+        from ...models.mdx23c import MDX23C
 
         unknown = sorted(set(model) - MDX23C_MODEL_KEYS)
         if unknown:
@@ -246,12 +246,12 @@ def build_network(config: "MSSTConfig") -> Any:
         kwargs["scale"] = tuple(kwargs.get("scale", (2, 2)))
         cls: Any = MDX23C
     else:
-        from ..models import roformer
+        from ...models import roformer
 
         if config.model_type == "bs_roformer":
-            from ..models.bs_roformer import BSRoformer as cls
+            from ...models.bs_roformer import BSRoformer as cls
         else:
-            from ..models.mel_band_roformer import MelBandRoformer as cls
+            from ...models.mel_band_roformer import MelBandRoformer as cls
         accepted = inspect.signature(cls).parameters
         kwargs = {}
         for key, value in model.items():
@@ -278,7 +278,7 @@ def build_network(config: "MSSTConfig") -> Any:
 
 def _load(checkpoint: Path, config_path: Path, model_type: str | None, spec: "ModelSpec | None",
           label: str, origin: str, device: Any) -> LoadedModel:
-    from .msst_config import read_config
+    from .config import read_config
 
     if not checkpoint.is_file():
         raise ModelError(f"{checkpoint}: no such file")

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ChecksumError, ModelError, UsageError
-from ..models.mdx import CHANNELS, HOP, MDXNet, MDXParameters
-from ..registry import ModelSpec, load_registry
-from ..stems import complement_name, stem_name
+from ...errors import ChecksumError, ModelError, UsageError
+from ...models.mdx import CHANNELS, HOP, MDXNet, MDXParameters
+from ...registry import ModelSpec, load_registry
+from ...stems import complement_name, stem_name
 
 UVR_HASH_BYTES = 10_240_000
 """UVR keys its model data by the MD5 of a file's last 10,240,000 bytes (all of a smaller one)."""

@@ -16,7 +16,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .registry import ModelSpec, Registry
+    from ..registry import ModelSpec, Registry
 
 
 class PlainTable:
@@ -89,7 +89,7 @@ def _print_table(table: "PlainTable") -> None:
 
 
 def _model_row(spec: "ModelSpec", default: str) -> dict:
-    from .cache.inventory import is_cached, local_files
+    from ..cache.inventory import is_cached, local_files
 
     files = local_files(spec)
     present = [local for local in files if local.path is not None]
@@ -113,7 +113,7 @@ def _model_row(spec: "ModelSpec", default: str) -> dict:
 
 def _preset_row(preset, registry: "Registry") -> dict:
     """A preset (an ensemble of listed models) as a row of the list."""
-    from .cache.inventory import is_cached
+    from ..cache.inventory import is_cached
 
     specs = [registry.get(model) for model in preset.models]
     return {
@@ -137,7 +137,7 @@ def _preset_row(preset, registry: "Registry") -> dict:
 
 
 def _list(as_json: bool) -> int:
-    from .registry import load_registry
+    from ..registry import load_registry
 
     registry = load_registry()
     rows = [_model_row(spec, registry.default_model) for spec in registry.models.values()]

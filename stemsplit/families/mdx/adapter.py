@@ -1,6 +1,6 @@
 """The MDX-Net family: the UVR community's MDX-Net ONNX models.
 
-A model is one ONNX network (run by onnxruntime; ``mdx_onnx``) inside our framing
+A model is one ONNX network (run by onnxruntime; ``onnx_runner``) inside our framing
 (``stemsplit/models/mdx.py``): it estimates one stem, the other is the mixture minus it.
 Its files are GitHub release assets, each checked against UVR's hash of the file after the
 download; a renamed known file given with ``--weights`` is recognised by that hash.
@@ -17,12 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..errors import ModelError, UsageError
-from .base import ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec
+from ...errors import ModelError, UsageError
+from ..base import ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..engine import Network
-    from ..registry import ModelFile, ModelSpec
+    from ...engine import Network
+    from ...registry import ModelFile, ModelSpec
 
 DEFAULT_OVERLAP = 0.25
 PARAMETER_KEYS = {"n_fft": int, "dim_f": int, "dim_t": int, "hop": int, "compensate": float,
@@ -93,7 +93,7 @@ class MDXFamily(Family):
         return [("parameters", ", ".join(f"{key} {value}" for key, value in values.items()))] if values else []
 
     def fetch(self, spec, *, offline, progress=None, options=None) -> Fetched:
-        from .mdx_onnx import check_uvr_hash
+        from .onnx_runner import check_uvr_hash
 
         fetched = super().fetch(spec, offline=offline, progress=progress, options=options)
         check_uvr_hash(fetched.paths[0], spec)
@@ -109,7 +109,7 @@ class MDXFamily(Family):
         return _load(path, spec, options, device)
 
     def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:
-        from ..engine import Chunking, Network, Window, overlap_stride
+        from ...engine import Chunking, Network, Window, overlap_stride
 
         result = []
         for network, weights in zip(model.networks, model.bag_weights):
@@ -136,7 +136,7 @@ class MDXFamily(Family):
 def _load(path, spec: "ModelSpec | None", options: Mapping[str, Any], device) -> LoadedModel:
     """An MDX-Net ONNX file as a one-network bag (``spec``: its weights.toml entry, if known;
     without one, the file's UVR hash may find it)."""
-    from .mdx_onnx import MDXOptions, build_mdx_network
+    from .onnx_runner import MDXOptions, build_mdx_network
 
     mdx_options = MDXOptions(n_fft=options.get("n_fft"), compensate=options.get("compensate"),
                              primary_stem=options.get("primary_stem"),

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
-from ..stems import complement_name, stem_name
+from ...errors import ModelError
+from ...stems import complement_name, stem_name
 
 MODEL_TYPES = ("bs_roformer", "mel_band_roformer", "mdx23c")
 

@@ -24,18 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..cache.http import (NetworkFailure, ProgressCallback, fetch_url_file, host_key,
+from ...cache.http import (NetworkFailure, ProgressCallback, fetch_url_file, host_key,
                           probe_all, unavailable)
-from ..cache.hub import hf_cached, hf_failure, hf_fetch
-from ..cache.integrity import ChecksumStore, check_file, reject, sha256_of
-from ..cache.locations import (OfflinePolicy, as_policy, expand_path, hf_cache_dir, hf_endpoint,
+from ...cache.hub import hf_cached, hf_failure, hf_fetch
+from ...cache.integrity import ChecksumStore, check_file, reject, sha256_of
+from ...cache.locations import (OfflinePolicy, as_policy, expand_path, hf_cache_dir, hf_endpoint,
                                torch_hub_checkpoints_dir)
-from ..errors import ChecksumError, ModelError, WeightsUnavailableError
-from .demucs_checkpoint import CHECKPOINT_SUFFIXES, BagDescription, read_bag_yaml
+from ...errors import ChecksumError, ModelError, WeightsUnavailableError
+from .checkpoint import CHECKPOINT_SUFFIXES, BagDescription, read_bag_yaml
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..registry import ModelSpec
-    from .demucs import DemucsConfig
+    from ...registry import ModelSpec
+    from .adapter import DemucsConfig
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from typing import Any, Mapping
 
-from ..errors import ModelError
+from ...errors import ModelError
 
 DIFFQ_CLASS = "DiffQuantizer"
 UNIFORM_CLASS = "UniformQuantizer"

@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 import typer
 
-from . import __version__
-from .errors import UsageError
-from .eval_cli import eval_command
-from .families import all_families
-from .models_cli import models_app
+from .. import __version__
+from ..errors import UsageError
+from .eval import eval_command
+from ..families import all_families
+from .models import models_app
 from .terminal import (ProgressDisplay, complete_for_implicit_separate, complete_model,
                        install_log_handler, run_command, stderr)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import TrackResult
+    from ..pipeline import TrackResult
 
 COMMANDS = ("separate", "batch", "models", "eval")
 
@@ -59,7 +59,7 @@ class OtherMethod(str, Enum):
 
 
 def _ensemble_algorithms() -> tuple[str, ...]:
-    from .registry import ENSEMBLE_ALGORITHMS
+    from ..registry import ENSEMBLE_ALGORITHMS
 
     return ENSEMBLE_ALGORITHMS
 
@@ -179,7 +179,7 @@ def _choose_model(model: Optional[List[str]], name: Optional[List[str]], stems: 
                   two_stems: Optional[str]) -> tuple[Optional[List[str]], Optional[str]]:
     """Resolve --model/-n (repeated, or a preset, for an ensemble) and --stems into (model
     names or None, two_stems)."""
-    from .registry import load_registry
+    from ..registry import load_registry
 
     if model and name and list(model) != list(name):
         raise UsageError(f"--model {' '.join(model)} and -n {' '.join(name)} disagree",
@@ -253,7 +253,7 @@ def _separate_inputs(
         raise UsageError("-o - writes audio to stdout; it takes one input, without --json")
     if sum(str(track) == "-" for track in inputs) > 1 or (to_stdout and len(inputs) != 1):
         raise UsageError("stdin ('-') and -o - take exactly one input")
-    from .plan import OutputOptions, StemSelection
+    from ..plan import OutputOptions, StemSelection
     options = OutputOptions(
         out_dir=out, filename=filename, format="mp3" if mp3 else "flac" if flac else "wav",
         bits=24 if int24 else 16, float32=float32, mp3_bitrate=mp3_bitrate,
@@ -270,16 +270,16 @@ def _separate_inputs(
     if finished is not None:  # a rerun with nothing left to do: no torch, no model
         return _report_finished(*finished, batch=batch, as_json=as_json, quiet=quiet)
 
-    from .allocator import keep_freed_memory
+    from ..allocator import keep_freed_memory
     keep_freed_memory()  # before torch and the worker threads; see allocator.py
     recipe = _ensemble_recipe(model_names or [], ensemble, ensemble_weights, weights,
                               two_stems, other_method.value, tuple(stem) if stem else None)
-    from . import pipeline  # torch is imported from here on
-    from .batch import (BatchItem, available_memory_bytes, choose_parallel, plan_jobs,
+    from .. import pipeline  # torch is imported from here on
+    from ..batch import (BatchItem, available_memory_bytes, choose_parallel, plan_jobs,
                         run_jobs, track_memory_bytes)
-    from .engine import SeparationSettings
-    from .families.base import ChunkingRequest
-    from .loading import load_model
+    from ..engine import SeparationSettings
+    from ..families.base import ChunkingRequest
+    from ..loading import load_model
 
     import torch
     if jobs > 0:
@@ -367,9 +367,9 @@ def _finished_before_loading(
     if overlap is not None and not (0 <= overlap < 1
                                     or (overlap >= 2 and float(overlap).is_integer())):
         return None
-    from .errors import StemsplitError
-    from .plan import finished_tracks
-    from .registry import load_registry
+    from ..errors import StemsplitError
+    from ..plan import finished_tracks
+    from ..registry import load_registry
 
     try:
         spec = load_registry().get(model_names[0] if model_names else None)
@@ -382,7 +382,7 @@ def _finished_before_loading(
     if results is None:
         return None
     if device not in ("auto", "cpu"):  # an unavailable device is refused, as ever
-        from .pipeline import resolve_device
+        from ..pipeline import resolve_device
         resolve_device(device)
     return spec.name, results
 
@@ -390,7 +390,7 @@ def _finished_before_loading(
 def _report_finished(model_name: str, results: list, *, batch: bool, as_json: bool,
                      quiet: bool) -> int:
     """Report the results of ``_finished_before_loading`` as a run that skipped them."""
-    from .plan import BatchSummary
+    from ..plan import BatchSummary
 
     def print_json_line(result: "TrackResult") -> None:
         sys.stdout.write(json.dumps(_result_document(result)) + "\n")
@@ -413,8 +413,8 @@ def _ensemble_recipe(names: List[str], algorithm: Optional[str], weights_text: O
                      only: Optional[tuple]) -> Any:
     """The ensemble that several -n (or a preset) ask for, checked before any work (its
     stems included: a stem no model gives is a usage error); None for one model."""
-    from .ensemble import parse_weights, plan_stems, recipe_sources, resolve_ensemble
-    from .registry import load_registry
+    from ..ensemble import parse_weights, plan_stems, recipe_sources, resolve_ensemble
+    from ..registry import load_registry
 
     registry = load_registry()
     recipe = resolve_ensemble(
@@ -432,10 +432,10 @@ def _ensemble_recipe(names: List[str], algorithm: Optional[str], weights_text: O
 def _load_ensemble(recipe, offline: bool, device, progress, family_options: dict) -> Any:
     """Every model of the ensemble, loaded once; each gets the family options its own
     family reads (one that none of them reads is a usage error)."""
-    from .ensemble import Ensemble
-    from .families import family_named
-    from .loading import load_model
-    from .registry import load_registry
+    from ..ensemble import Ensemble
+    from ..families import family_named
+    from ..loading import load_model
+    from ..registry import load_registry
 
     registry = load_registry()
     families = [family_named(registry.get(model).family) for model in recipe.models]
@@ -485,7 +485,7 @@ def _print_summary(summary, quiet: bool) -> None:
 def _registry_facts() -> tuple[str, dict[int, str]]:
     """The default model and the ``--stems`` models, for the help texts."""
     try:
-        from .registry import load_registry
+        from ..registry import load_registry
 
         registry = load_registry()
         return registry.default_model, dict(registry.stems_models)
@@ -657,7 +657,7 @@ def batch_command(
     arguments = dict(locals())
 
     def body() -> int:
-        from .plan import collect_inputs
+        from ..plan import collect_inputs
         items = collect_inputs(arguments.pop("folders"), recursive=arguments.pop("recursive"),
                                stdin=sys.stdin)
         if not items:

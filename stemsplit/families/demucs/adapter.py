@@ -2,9 +2,9 @@
 
 A model is a bag: one or more networks (``<sig>.safetensors`` on the Hugging Face hub, or
 the original ``<sig>-<sha8>.th`` packages), averaged per stem with the bag's weights. Files
-come through ``demucs_files``; checkpoints are read by ``demucs_checkpoint``; the networks
+come through ``files``; checkpoints are read by ``checkpoint``; the networks
 are ours, in ``stemsplit/models`` (``htdemucs.py``, ``hdemucs.py``, ``demucs.py``). The
-diffq-packed members of mdx_q and mdx_extra_q are unpacked by ``demucs_diffq``.
+diffq-packed members of mdx_q and mdx_extra_q are unpacked by ``diffq``.
 
 Chunking is demucs 4.1.0's ``apply_model`` with ``split=True``: the track normalised by the
 mean and unbiased std (+ 1e-8) of its mono mix; segments of the network's (or the bag's)
@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ..errors import ModelError, UsageError
-from .base import ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec
+from ...errors import ModelError, UsageError
+from ..base import ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..engine import Network
-    from ..registry import ModelFile, ModelSpec
-    from .demucs_diffq import QuantizedState
+    from ...engine import Network
+    from ...registry import ModelFile, ModelSpec
+    from .diffq import QuantizedState
 
 DEFAULT_OVERLAP = 0.25
 TRANSITION_POWER = 1.0
@@ -96,8 +96,8 @@ class DemucsFamily(Family):
     # -- weights.toml --------------------------------------------------------------------
     def parse(self, name: str, table: Mapping[str, Any],
               url_files: tuple["ModelFile", ...]) -> tuple[DemucsConfig, tuple["ModelFile", ...]]:
-        from ..registry import ModelFile, parse_digest
-        from .demucs_files import legacy_name_prefix
+        from ...registry import ModelFile, parse_digest
+        from .files import legacy_name_prefix
 
         unknown = sorted(set(table) - TABLE_KEYS)
         if unknown:
@@ -164,7 +164,7 @@ class DemucsFamily(Family):
 
     # -- files ---------------------------------------------------------------------------
     def fetch(self, spec, *, offline, progress=None, options=None) -> Fetched:
-        from .demucs_files import resolve_demucs_model
+        from .files import resolve_demucs_model
 
         repo = (options or {}).get("repo")
         resolved = resolve_demucs_model(spec, offline=offline, progress=progress,
@@ -173,7 +173,7 @@ class DemucsFamily(Family):
                        origin=resolved.origin, details=resolved)
 
     def sniff(self, path: Path) -> bool:
-        from .demucs_checkpoint import CHECKPOINT_SUFFIXES, read_bag_yaml
+        from .checkpoint import CHECKPOINT_SUFFIXES, read_bag_yaml
 
         if path.is_dir():
             return any(child.suffix in CHECKPOINT_SUFFIXES for child in path.iterdir())
@@ -195,7 +195,7 @@ class DemucsFamily(Family):
         return model.to(device)
 
     def load_local(self, path, spec, options, device, offline=None) -> LoadedModel:
-        from .demucs_files import resolve_weights_path
+        from .files import resolve_weights_path
 
         if options.get("repo") is not None:
             raise UsageError("--repo and --weights are exclusive",
@@ -208,7 +208,7 @@ class DemucsFamily(Family):
 
     # -- chunking ------------------------------------------------------------------------
     def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:
-        from ..engine import Chunking, Network, Normalisation, Window, overlap_stride
+        from ...engine import Chunking, Network, Normalisation, Window, overlap_stride
 
         segment_seconds = request.segment_seconds
         limit = max_segment_seconds(model.networks)
@@ -248,7 +248,7 @@ def max_segment_seconds(networks: Sequence[Any]) -> float:
 
 
 def _is_transformer(network: Any) -> bool:
-    from ..models.htdemucs import HTDemucs
+    from ...models.htdemucs import HTDemucs
 
     return isinstance(network, HTDemucs)
 
@@ -282,7 +282,7 @@ def build_network(klass: str, args: list, kwargs: Mapping[str, Any], state: Mapp
     except (TypeError, ValueError) as error:
         raise ModelError(f"cannot build {klass} from its checkpoint arguments: {error}")
     if quantized is not None:
-        from .demucs_diffq import CorruptState, restore
+        from .diffq import CorruptState, restore
 
         try:
             state = restore(network, quantized)
@@ -306,7 +306,7 @@ def build_network(klass: str, args: list, kwargs: Mapping[str, Any], state: Mapp
 
 
 def _read_member(path: Path):
-    from .demucs_checkpoint import read_legacy_th, read_safetensors_member
+    from .checkpoint import read_legacy_th, read_safetensors_member
 
     if path.suffix == ".safetensors":
         return read_safetensors_member(path)

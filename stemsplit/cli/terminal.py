@@ -16,7 +16,7 @@ from typing import Callable
 import typer
 from rich.console import Console
 
-from .errors import StemsplitError
+from ..errors import StemsplitError
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -134,7 +134,7 @@ def complete_model(incomplete: str) -> list[str]:
     """Shell completion of model names and aliases, from weights.toml only (names alone:
     typer wraps long descriptions into zsh's completion script and breaks it)."""
     try:
-        from .registry import load_registry
+        from ..registry import load_registry
 
         return [name for name, _ in load_registry().completions(incomplete)]
     except Exception:  # a broken registry must not break the shell

@@ -19,7 +19,7 @@ from .terminal import (ProgressDisplay, complete_model, install_log_handler, rep
                        run_command, stderr)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .registry import ModelSpec, Registry
+    from ..registry import ModelSpec, Registry
 
 
 models_app = typer.Typer(
@@ -34,7 +34,7 @@ models_app = typer.Typer(
 
 
 def _registry() -> "Registry":
-    from .registry import load_registry
+    from ..registry import load_registry
 
     return load_registry()
 
@@ -75,9 +75,9 @@ def list_command(
 
 
 def _info_document(spec: "ModelSpec", default: str) -> dict:
-    from .cache.integrity import ChecksumStore, expected_digest
-    from .cache.inventory import is_cached, local_files
-    from .families import family_named
+    from ..cache.integrity import ChecksumStore, expected_digest
+    from ..cache.inventory import is_cached, local_files
+    from ..families import family_named
 
     family = family_named(spec.family)
     store = ChecksumStore()
@@ -123,7 +123,7 @@ def _info_document(spec: "ModelSpec", default: str) -> dict:
 
 
 def _preset_info(preset, registry: "Registry", as_json: bool) -> int:
-    from .cache.inventory import is_cached
+    from ..cache.inventory import is_cached
 
     document = _preset_row(preset, registry)
     document["sample_rate"] = registry.get(preset.models[0]).sample_rate
@@ -170,7 +170,7 @@ def _info(name: str, as_json: bool) -> int:
     _out(f"  stems         {', '.join(spec.stems)}")
     _out(f"  sample rate   {spec.sample_rate} Hz")
     _out(f"  SDR           {f'{spec.sdr:.1f} dB (MUSDB18-HQ, published)' if spec.sdr else '-'}")
-    from .families import family_named
+    from ..families import family_named
 
     for label, text in family_named(spec.family).detail_lines(spec):
         _out(f"  {label:<13} {text}")
@@ -236,15 +236,15 @@ class DownloadBars(ProgressDisplay):
 
 def _download_one(spec: "ModelSpec", bars: DownloadBars) -> list:
     """The model's local files after fetching what is missing, and those fetched now."""
-    from .cache.locations import offline_policy
-    from .families import family_named
+    from ..cache.locations import offline_policy
+    from ..families import family_named
 
     fetched = family_named(spec.family).fetch(spec, offline=offline_policy(None), progress=bars)
     return [fetched.paths, fetched.downloaded, fetched.origin]
 
 
 def _download(names: Optional[List[str]], everything: bool, quiet: bool, as_json: bool) -> int:
-    from .errors import StemsplitError, UsageError
+    from ..errors import StemsplitError, UsageError
 
     if not names and not everything:
         raise UsageError("name the models to download, or give --all",
@@ -305,7 +305,7 @@ def download_command(
 
 
 def _verify(names: Optional[List[str]], keep: bool, as_json: bool) -> int:
-    from .cache.inventory import is_cached, local_files, verify_model
+    from ..cache.inventory import is_cached, local_files, verify_model
 
     install_log_handler()
     specs = _specs(names)
@@ -362,8 +362,8 @@ def verify_command(
 
 
 def _remove(names: Optional[List[str]], everything: bool, quiet: bool) -> int:
-    from .cache.inventory import remove_model
-    from .errors import UsageError
+    from ..cache.inventory import remove_model
+    from ..errors import UsageError
 
     if not names and not everything:
         raise UsageError("name the models to remove, or give --all")
@@ -399,8 +399,8 @@ _PATH_ROLES = {
 
 
 def _path(which: Optional[str], as_json: bool) -> int:
-    from .cache.locations import cache_locations
-    from .errors import UsageError
+    from ..cache.locations import cache_locations
+    from ..errors import UsageError
 
     locations = cache_locations()
     if which is not None:

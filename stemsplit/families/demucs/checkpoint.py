@@ -9,10 +9,10 @@ Two on-disk formats exist for the same package ``{klass, args, kwargs, state}``:
 * ``<sig>-<sha8>.th`` (the original downloads): a ``torch.save`` zip archive whose pickle
   holds ``{'klass': <class reference>, 'args', 'kwargs', 'state', 'training_args', 'metrics'}``.
 
-A ``.th`` pickle is read with ``stemsplit.torch_archive``'s restricted unpickler (nothing
+A ``.th`` pickle is read with ``stemsplit.families.torch_archive``'s restricted unpickler (nothing
 pickled is executed); class references under ``demucs.`` become their dotted names, without
 importing anything (so do diffq's quantizer class references). A diffq-packed state is
-checked for its layout here and unpacked by ``demucs_diffq`` once the network is built.
+checked for its layout here and unpacked by ``diffq`` once the network is built.
 
 Bag files (``<name>.yaml``) are read with ``yaml.safe_load``.
 
@@ -28,9 +28,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
+from ...errors import ModelError
 from ..torch_archive import load_torch_archive, one_line
-from .demucs_diffq import (CorruptState, QuantizedState, is_quantized, parse_state,
+from .diffq import (CorruptState, QuantizedState, is_quantized, parse_state,
                            unflatten_structure)
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".th")

@@ -1,0 +1,9 @@
+"""The spleeter family: Deezer's Spleeter U-Nets, read from their TensorFlow checkpoints.
+
+The adapter (``adapter.FAMILY``) is what the families table in ``stemsplit.families``
+loads; the other modules of this folder are this family's alone.
+"""
+
+from .adapter import FAMILY
+
+__all__ = ["FAMILY"]
