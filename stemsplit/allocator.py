@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from . import settings
 
 # mallopt parameters (glibc's malloc.h).
 M_TRIM_THRESHOLD = -1
@@ -43,7 +44,7 @@ def keep_freed_memory() -> bool:
     Call it early, before the worker threads exist (the arena limit applies to threads
     that have not allocated yet).
     """
-    if os.environ.get("STEMSPLIT_MALLOC_TUNING", "1") == "0":
+    if not settings.malloc_tuning():
         return False
     if not sys.platform.startswith("linux") or any(v in os.environ for v in USER_SETTINGS):
         return False

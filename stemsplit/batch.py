@@ -15,12 +15,18 @@ import queue
 import threading
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Sequence
+from pathlib import Path
+from typing import IO, Sequence
 
 import torch
 
+from .engine import SeparationSettings
+from .ensemble import Ensemble
 from .errors import StemsplitError, UsageError
+from .families.base import ChunkingRequest
 from .pipeline import Cancelled, Observer, TrackJob, TrackResult
+from .plan import OutputOptions
+from .stem_plan import StemSelection
 from .plan import (NOT_AUDIO_EXTENSIONS, BatchItem, BatchSummary,  # noqa: F401 (re-exported)
                    collect_inputs, plan_jobs)
 
@@ -263,3 +269,35 @@ def run_jobs(jobs: Sequence[TrackJob], observer: Observer | None = None, *,
         for job in [*decoding.values(), *decoded, *separating.values(), *encoding.values()]:
             job.close()
     return BatchSummary(results)
+
+
+def separate_items(items: Sequence[BatchItem | str | Path], model: Ensemble, *,
+                   settings: SeparationSettings, chunking: ChunkingRequest,
+                   selection: StemSelection, options: OutputOptions,
+                   observer: Observer | None = None, parallel: int = 0,
+                   fail_fast: bool = False, stdin: IO[bytes] | None = None) -> BatchSummary:
+    """Separate every input with ``model`` (loaded once): a path, a ``BatchItem``, or "-"
+    (``stdin``). Every output path is checked before any work (two inputs writing one file
+    are a UsageError); tracks whose outputs exist are skipped unless ``options.force``;
+    ``parallel`` tracks at once (0: ``choose_parallel``'s choice)."""
+    networks = model.engine_networks(chunking)  # a bad --segment or --overlap: before any work
+
+    def make_job(item: BatchItem | str | Path) -> TrackJob:
+        if not isinstance(item, BatchItem):
+            item = BatchItem(Path(item))
+        source = stdin if str(item.path) == "-" and stdin is not None else item.path
+        return TrackJob(source, model, settings=settings, chunking=chunking,
+                        selection=selection, options=options, relative_dir=item.relative_dir)
+
+    jobs = plan_jobs(items, make_job)
+    threads = torch.get_num_threads()
+    at_once = choose_parallel(
+        parallel, tracks=sum(job.skipped() is None for job in jobs), threads=threads,
+        device_type=model.device.type, torch_networks=not model.runs_outside_torch,
+        memory_bytes=available_memory_bytes(),
+        per_track_bytes=track_memory_bytes(max(network.segment_length for network in networks),
+                                           settings.batch_size))
+    batch_started = getattr(observer, "batch_started", None)
+    if batch_started is not None:
+        batch_started(len(jobs))
+    return run_jobs(jobs, observer, fail_fast=fail_fast, parallel=at_once, threads=threads)

@@ -1,12 +1,12 @@
 """Ensembles: several models' estimates of each stem combined into one, as a stream.
 
-An ensemble is a list of models (``-n A -n B ...`` or a preset from weights.toml), one
-weight per model (``--ensemble-weights``, default equal) and an algorithm
-(``--ensemble``, default ``avg_wave``). Each model contributes to the stems it gives: a
-stem of its own, or the complement of one of its stems (``accompaniment`` for vocals,
-``no_X`` for X; ``vocals`` for the accompaniment) made by the ``--two-stems`` rules: the
-sum of its other stems, or the mixture minus that stem with ``--other-method minus``. A
-stem that only one model gives is that model's stem as it is.
+An ``Ensemble`` is what the pipeline runs, always: loaded models (``-n A -n B ...``, a preset
+from weights.toml, or one model alone: an ensemble of one), one weight per model
+(``--ensemble-weights``, default equal) and an algorithm (``--ensemble``, default
+``avg_wave``). Which model gives which stem is the stem plan's (``stem_plan``): each model
+contributes to the stems it gives, a stem of its own or the complement of one of its stems
+made by the ``--two-stems`` rules. A stem that only one model gives is that model's stem as
+it is (for an ensemble of one: every stem, unchanged).
 
 The algorithms, for the K estimates x_1..x_K of one stem (each (channels, n), in the order
 the models were given) with weights w_1..w_K > 0:
@@ -40,29 +40,25 @@ the same result. The STFT arithmetic is float64.
 
 Nothing here holds a track: ``StreamingCombiner`` takes the K estimates block by block and
 returns finished samples as soon as no later input can change them (at most one hop plus
-one frame behind, for the spectral algorithms); ``StemSpool`` keeps the models' stems on disk
-as raw float32 until the last model that gives a stem runs, when the combine reads them
-back in step with it.
+one frame behind, for the spectral algorithms); ``spool.StemSpool`` keeps the models' stems
+on disk as raw float32 until the last model that gives a stem runs, when the combine reads
+them back in step with it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import shutil
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from .errors import ModelError, OutputError, UsageError
-from .registry import (DEFAULT_ENSEMBLE_ALGORITHM, ENSEMBLE_ALGORITHMS,
-                       WEIGHTED_ENSEMBLE_ALGORITHMS, Registry)
-from .stems import complement_name
+from .errors import ModelError, UsageError
+from .resolve import Recipe
+from .specs import DEFAULT_ENSEMBLE_ALGORITHM, ENSEMBLE_ALGORITHMS, WEIGHTED_ENSEMBLE_ALGORITHMS
+from .spool import StemSpool
+from .stem_plan import MemberStems, StemPlan, StemSelection
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -76,8 +72,6 @@ FRAME = 2048
 HOP = 1024
 FFT_FRAMES_PER_STEP = 64
 """STFT frames transformed at once (64 frames: 65,536 samples), whatever the block size."""
-MAX_NAME_LENGTH = 80
-"""Longer ensemble names are cut and end in 8 hex digits of the full name's sha1."""
 
 
 # -- the algorithms on blocks ---------------------------------------------------------------
@@ -237,219 +231,18 @@ def combine_arrays(algorithm: str, arrays: Sequence[np.ndarray],
     return np.concatenate(out, axis=-1) if out else np.zeros((channels, 0), np.float32)
 
 
-# -- which model gives which stem -------------------------------------------------------------
-@dataclass(frozen=True)
-class MemberStems:
-    """What one model of an ensemble contributes."""
-
-    direct: tuple[str, ...]
-    """Output stems that are the model's own stems."""
-    derived: tuple[tuple[str, str, str], ...]
-    """(output stem, the model's stem it complements, "add" or "minus")."""
-    needed: tuple[str, ...]
-    """The model's own stems to compute (in its order): the direct ones, and what the
-    derived ones are made of."""
-
-    @property
-    def outputs(self) -> tuple[str, ...]:
-        return self.direct + tuple(name for name, _, _ in self.derived)
-
-    @property
-    def needs_mixture(self) -> bool:
-        return any(method == "minus" for _, _, method in self.derived)
-
-
-@dataclass(frozen=True)
-class StemPlan:
-    names: tuple[str, ...]
-    """The ensemble's output stems, in order."""
-    members: tuple[MemberStems, ...]
-
-    def contributors(self, name: str) -> list[int]:
-        """The members that give ``name``, in model order."""
-        return [index for index, member in enumerate(self.members) if name in member.outputs]
-
-
-def _member_stems(sources: Sequence[str], names: Sequence[str], method: str) -> MemberStems:
-    direct, derived = [], []
-    for name in names:
-        if name in sources:
-            direct.append(name)
-            continue
-        # complement_name is one-to-one: at most one of the model's stems has this complement
-        complemented = [source for source in sources if complement_name(source) == name]
-        if complemented:
-            derived.append((name, complemented[0], method))
-    used = set(direct)
-    for _, source, how in derived:
-        used.update([source] if how == "minus" else [s for s in sources if s != source])
-    needed = tuple(source for source in sources if source in used)
-    return MemberStems(tuple(direct), tuple(derived), needed)
-
-
-def plan_stems(member_sources: Sequence[Sequence[str]], member_names: Sequence[str], *,
-               two_stems: str | None = None, other_method: str = "add",
-               only: Sequence[str] | None = None) -> StemPlan:
-    """The output stems of an ensemble of models giving ``member_sources``, and who gives
-    which. Without ``two_stems`` the outputs are every stem any model gives (first model's
-    order, then the new ones of the next); with it, that stem and its complement (unless
-    ``other_method`` is "none"). UsageError for a stem no model gives and for a model
-    that gives none of the outputs, before any work."""
-    if other_method not in ("add", "minus", "none"):
-        raise UsageError(f"unknown --other-method '{other_method}'",
-                         hint="choose add, minus or none")
-    method = "minus" if other_method == "minus" else "add"
-    givable: list[str] = []
-    for sources in member_sources:
-        givable += [s for s in sources if s not in givable]
-    if two_stems is not None:
-        names = [two_stems] + ([complement_name(two_stems)] if other_method != "none" else [])
-    else:
-        names = list(givable)
-    if only:
-        unknown = [stem for stem in only if stem not in names]
-        if unknown:
-            raise UsageError(f"--stem {', '.join(unknown)}: not among this run's stems",
-                             hint=f"available: {', '.join(names)}")
-        names = [stem for stem in names if stem in only]
-    members = tuple(_member_stems(sources, names, method) for sources in member_sources)
-    for name in names:
-        if not any(name in member.outputs for member in members):
-            raise UsageError(f"stem '{name}' is not produced by any model of the ensemble",
-                             hint=f"they produce {', '.join(givable)}")
-    for model, member in zip(member_names, members):
-        if not member.outputs:
-            raise UsageError(f"model {model} gives none of this run's stems "
-                             f"({', '.join(names)})", hint="leave it out of the ensemble")
-    return StemPlan(tuple(names), members)
-
-
-# -- what the user asked for ------------------------------------------------------------------
-@dataclass(frozen=True)
-class EnsembleRecipe:
-    """An ensemble before loading: its models (registry names), weights and algorithm."""
-
-    name: str
-    """The output folder name (``{model}``)."""
-    models: tuple[str, ...]
-    weights: tuple[float, ...]
-    algorithm: str
-    preset: str | None = None
-
-
-def parse_weights(text: str) -> tuple[float, ...]:
-    """``--ensemble-weights 2,1,1``: positive finite numbers."""
-    try:
-        weights = tuple(float(part) for part in text.replace(" ", "").split(","))
-    except ValueError:
-        raise UsageError(f"--ensemble-weights {text}: not a list of numbers",
-                         hint="e.g. --ensemble-weights 2,1,1, one per model") from None
-    if not all(math.isfinite(w) and w > 0 for w in weights):
-        raise UsageError(f"--ensemble-weights {text}: weights must be positive numbers")
-    return weights
-
-
-def _format_weights(weights: Sequence[float]) -> str:
-    return "-".join(f"{w:g}" for w in weights)
-
-
-def ensemble_name(base: str, algorithm: str, weights: Sequence[float],
-                  default_algorithm: str = DEFAULT_ENSEMBLE_ALGORITHM,
-                  default_weights: Sequence[float] | None = None) -> str:
-    """``base`` (the models joined with "+", or the preset's name), then ``.ALGORITHM``
-    and ``.wW1-W2...`` where they differ from the defaults, so that two different
-    ensembles of the same models never share an output folder; cut to MAX_NAME_LENGTH."""
-    name = base
-    if algorithm != default_algorithm:
-        name += f".{algorithm}"
-    if algorithm in WEIGHTED_ALGORITHMS:
-        default = tuple(default_weights or (1.0,) * len(weights))
-        if _normalised(weights) != _normalised(default):
-            name += f".w{_format_weights(weights)}"
-    if len(name) > MAX_NAME_LENGTH:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-        name = name[: MAX_NAME_LENGTH - 9].rstrip("+.-_") + "-" + digest
-    return name
-
-
-def _normalised(weights: Sequence[float]) -> tuple[float, ...]:
-    total = sum(weights)
-    return tuple(round(w / total, 12) for w in weights)
-
-
-def resolve_ensemble(names: Sequence[str], registry: Registry, *,
-                     algorithm: str | None = None,
-                     weights: Sequence[float] | None = None) -> EnsembleRecipe | None:
-    """The ensemble ``-n`` names ask for (several models, or one preset), or None for a
-    single model. UsageError for what cannot be combined."""
-    presets = [registry.preset(name) for name in names]
-    preset = next((p for p in presets if p is not None), None)
-    if preset is not None and len(names) > 1:
-        raise UsageError(f"preset {preset.name} is an ensemble of its own; give it alone",
-                         hint=f"or list its models: -n {' -n '.join(preset.models)}")
-    if preset is None and len(names) < 2:
-        if algorithm is not None or weights is not None:
-            raise UsageError("--ensemble and --ensemble-weights combine several models",
-                             hint="repeat -n (-n A -n B), or name a preset "
-                             "(`stemsplit models` lists them)")
-        return None
-    if preset is not None:
-        models = preset.models
-        default_algorithm = preset.algorithm
-        default_weights = preset.weights or (1.0,) * len(models)
-        base = preset.name
-    else:
-        models = tuple(registry.get(name).name for name in names)
-        seen = set()
-        for model in models:
-            if model in seen:
-                raise UsageError(f"model {model} is named twice in the ensemble")
-            seen.add(model)
-        default_algorithm = DEFAULT_ENSEMBLE_ALGORITHM
-        default_weights = (1.0,) * len(models)
-        base = "+".join(models)
-    chosen = algorithm or default_algorithm
-    if chosen not in ALGORITHMS:
-        raise UsageError(f"unknown ensemble algorithm '{chosen}'",
-                         hint=f"choose {', '.join(ALGORITHMS)}")
-    if weights is not None:
-        if chosen not in WEIGHTED_ALGORITHMS:
-            raise UsageError(f"--ensemble-weights applies to {' and '.join(WEIGHTED_ALGORITHMS)}",
-                             hint=f"{chosen} picks a value or takes a median; it has no weights")
-        if len(weights) != len(models):
-            raise UsageError(f"--ensemble-weights: {len(weights)} weights for {len(models)} "
-                             "models", hint="give one weight per model, in the order of -n")
-        used = tuple(float(w) for w in weights)
-    else:
-        used = tuple(float(w) for w in default_weights)
-    rates = {registry.get(model).sample_rate for model in models}
-    if len(rates) > 1:
-        listing = ", ".join(f"{m} {registry.get(m).sample_rate} Hz" for m in models)
-        raise UsageError(f"the models of an ensemble must run at one sample rate ({listing})")
-    for model in models:
-        unsupported = registry.get(model).unsupported
-        if unsupported:
-            raise ModelError(f"model '{model}': {unsupported}")
-    name = ensemble_name(base, chosen, used, default_algorithm, default_weights)
-    return EnsembleRecipe(name=name, models=tuple(models), weights=used, algorithm=chosen,
-                          preset=preset.name if preset is not None else None)
-
-
-def recipe_sources(recipe: EnsembleRecipe, registry: Registry) -> list[tuple[str, ...]]:
-    """Each member's stems, from the registry (before anything is loaded)."""
-    return [registry.get(model).stems for model in recipe.models]
-
-
 # -- a loaded ensemble ------------------------------------------------------------------------
 @dataclass
 class Ensemble:
-    """Loaded models with their weights and an algorithm; to the pipeline it looks like
-    one model (name, rate, channels, device, networks)."""
+    """Loaded models with their weights and an algorithm: what the pipeline runs. One model
+    alone is an ensemble of one (``Ensemble.of``), whose stems are the model's own."""
 
-    recipe: EnsembleRecipe
+    recipe: Recipe
     members: list["LoadedModel"]
 
     def __post_init__(self) -> None:
+        if not self.members:
+            raise ModelError("an ensemble needs at least one model")
         rates = {member.sample_rate for member in self.members}
         channels = {member.audio_channels for member in self.members}
         if len(rates) > 1 or len(channels) > 1:
@@ -461,9 +254,18 @@ class Ensemble:
         if len(devices) > 1:
             raise ModelError(f"the models of an ensemble run on several devices ({devices})")
 
+    @classmethod
+    def of(cls, model: "LoadedModel") -> "Ensemble":
+        """One loaded model as an ensemble of one."""
+        recipe = Recipe(name=model.name, models=(model.name,), weights=(1.0,),
+                        algorithm=DEFAULT_ENSEMBLE_ALGORITHM)
+        return cls(recipe, [model])
+
     @property
     def name(self) -> str:
-        return self.recipe.name
+        """The output folder name: the recipe's, or one model's own (a local checkpoint
+        names itself once loaded)."""
+        return self.members[0].name if len(self.members) == 1 else self.recipe.name
 
     @property
     def weights(self) -> tuple[float, ...]:
@@ -491,111 +293,30 @@ class Ensemble:
 
     @property
     def sources(self) -> tuple[str, ...]:
+        """Every stem the ensemble gives, in order."""
         return self.plan().names
 
-    def plan(self, two_stems: str | None = None, other_method: str = "add",
-             only: Sequence[str] | None = None) -> StemPlan:
-        return plan_stems([member.sources for member in self.members],
-                          [member.name for member in self.members], two_stems=two_stems,
-                          other_method=other_method, only=only)
+    def plan(self, selection: StemSelection = StemSelection()) -> StemPlan:
+        """Which stems this run gives, and which model gives each (UsageError for a stem
+        no model gives)."""
+        return selection.plan([member.sources for member in self.members],
+                              [member.name for member in self.members])
 
     def engine_networks(self, request: "ChunkingRequest | float | None" = None) -> list["Network"]:
         """Every member's networks (checks ``--segment``/``--overlap`` for each)."""
         return [network for member in self.members
                 for network in member.engine_networks(request)]
 
+    def to(self, device: "torch.device | str") -> "Ensemble":
+        for member in self.members:
+            member.to(device)
+        return self
 
-# -- the models' stems on disk ----------------------------------------------------------------
-class SpoolWriter:
-    """Appends (channels, m) float32 blocks to a raw file, frames interleaved."""
-
-    def __init__(self, path: Path, channels: int) -> None:
-        self.path, self.channels = path, channels
-        self.frames = 0
-        try:
-            self._file = open(path, "wb")
-        except OSError as error:
-            raise _spool_error(path, error) from None
-
-    def write(self, block: np.ndarray) -> None:
-        try:
-            self._file.write(np.ascontiguousarray(np.asarray(block, np.float32).T).tobytes())
-        except OSError as error:
-            raise _spool_error(self.path, error) from None
-        self.frames += block.shape[-1]
-
-    def close(self) -> None:
-        try:
-            self._file.close()
-        except OSError as error:
-            raise _spool_error(self.path, error) from None
-
-
-class SpoolReader:
-    """Reads a raw float32 file (a stem spool, or the decoded mixture's) in order."""
-
-    def __init__(self, path: str | Path, channels: int) -> None:
-        self.path, self.channels = Path(path), channels
-        self._file = open(path, "rb")
-
-    def read(self, frames: int) -> np.ndarray:
-        data = self._file.read(frames * 4 * self.channels)
-        if len(data) != frames * 4 * self.channels:
-            raise AssertionError(f"{self.path} ended early")
-        return np.frombuffer(data, dtype=np.float32).reshape(frames, self.channels).T
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _spool_error(path: Path, error: OSError) -> OutputError:
-    return OutputError(f"cannot spool an ensemble's stems to {path.parent}: {error.strerror}",
-                       hint="free some space, or set TMPDIR to a disk with room")
-
-
-@dataclass
-class StemSpool:
-    """A temporary folder (in TMPDIR) holding one raw float32 file per model and stem;
-    ``close`` deletes it, whatever state it is in."""
-
-    directory: str | None = None
-    path: Path = field(init=False)
-    _open: list[Any] = field(default_factory=list, init=False)
-
-    def __post_init__(self) -> None:
-        try:
-            self.path = Path(tempfile.mkdtemp(prefix="stemsplit-ensemble-", dir=self.directory))
-        except OSError as error:
-            raise OutputError(f"cannot create a temporary folder: {error.strerror}",
-                              hint="set TMPDIR to a writable folder") from None
-
-    def file(self, member: int, stem: str) -> Path:
-        return self.path / f"{member}-{stem}.f32"
-
-    def writer(self, member: int, stem: str, channels: int) -> SpoolWriter:
-        writer = SpoolWriter(self.file(member, stem), channels)
-        self._open.append(writer)
-        return writer
-
-    def reader(self, member: int, stem: str, channels: int) -> SpoolReader:
-        reader = SpoolReader(self.file(member, stem), channels)
-        self._open.append(reader)
-        return reader
-
-    def remove(self, member: int, stem: str) -> None:
-        try:
-            os.unlink(self.file(member, stem))
-        except FileNotFoundError:
-            pass
-
-    def close(self) -> None:
-        for handle in self._open:
-            try:
-                handle._file.close()
-            except OSError:
-                pass
-        self._open = []
-        shutil.rmtree(self.path, ignore_errors=True)
+    def release(self) -> None:
+        """Drop the networks (their memory is freed once nothing else holds them)."""
+        for member in self.members:
+            member.networks = []
+        self.members = []
 
 
 # -- one track through every model ------------------------------------------------------------
@@ -612,7 +333,7 @@ class _LiveCombine:
     """The last model that gives a stem: each of its blocks is combined at once with the
     same samples of the earlier models' spooled estimates, and the result emitted."""
 
-    def __init__(self, name: str, readers: list[SpoolReader], combiner: StreamingCombiner,
+    def __init__(self, name: str, readers: list[Any], combiner: StreamingCombiner,
                  emit: Emit) -> None:
         self.name, self.readers, self.combiner, self.emit = name, readers, combiner, emit
 
@@ -635,7 +356,7 @@ class _MemberOutputs:
     and complements: the sum of its other stems, or the mixture minus the stem)."""
 
     def __init__(self, stems: MemberStems, sources: Sequence[str], sinks: dict[str, Any],
-                 mixture: SpoolReader | None) -> None:
+                 mixture: Any) -> None:
         self.stems, self.sources, self.sinks, self.mixture = stems, list(sources), sinks, mixture
         self.pending: dict[str, deque[np.ndarray]] = {name: deque() for name in stems.needed}
 
@@ -674,22 +395,29 @@ def _take(queue: deque[np.ndarray], count: int) -> np.ndarray:
     return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=-1)
 
 
+class MixtureSource(Protocol):
+    """The decoded track, readable from its start as often as needed (``spool``)."""
+
+    def reader(self) -> Any: ...
+
+
 def run_ensemble(ensemble: Ensemble, plan: StemPlan, *, run_member: RunMember,
-                 spool: StemSpool, mixture: str | Path, emit: Emit,
+                 spool: StemSpool, mixture: MixtureSource, emit: Emit,
                  progress: Callable[[int, int], None] | None = None,
                  stage: Callable[[int, str], None] | None = None) -> None:
     """Separate one track with every model in turn and emit the combined stems.
 
     Each model's outputs go to ``spool`` (raw float32 files), except for a stem whose last
     giver it is: that one is combined at once with the spooled estimates of the earlier
-    models and emitted, and their files deleted. ``mixture`` is the decoded track's raw
-    float32 spool (for ``--other-method minus``). ``progress(done, total)`` spans every
-    model (an equal share each); ``stage(index, name)`` announces each model.
+    models and emitted, and their files deleted. ``mixture`` is the decoded track
+    (read again for ``--other-method minus``). ``progress(done, total)`` spans
+    every model (an equal share each); ``stage(index, name)`` announces each model of an
+    ensemble of more than one.
     """
     channels = ensemble.audio_channels
     count = len(ensemble.members)
     for index, (member, stems) in enumerate(zip(ensemble.members, plan.members)):
-        if stage is not None:
+        if stage is not None and count > 1:
             stage(index, member.name)
         sinks: dict[str, Any] = {}
         for name in stems.outputs:
@@ -702,7 +430,7 @@ def run_ensemble(ensemble: Ensemble, plan: StemPlan, *, run_member: RunMember,
                 sinks[name] = _LiveCombine(name, readers, combiner, emit)
             else:
                 sinks[name] = spool.writer(index, name, channels)
-        mix = SpoolReader(mixture, channels) if stems.needs_mixture else None
+        mix = mixture.reader() if stems.needs_mixture else None
 
         def member_progress(done: int, total: int, index: int = index) -> None:
             if progress is not None:
@@ -721,3 +449,8 @@ def run_ensemble(ensemble: Ensemble, plan: StemPlan, *, run_member: RunMember,
             if isinstance(sink, _LiveCombine):
                 for giver in plan.contributors(name)[:-1]:
                     spool.remove(giver, name)
+
+
+def as_ensemble(model: "Ensemble | LoadedModel") -> Ensemble:
+    """An ensemble as it is; one loaded model as an ensemble of one."""
+    return model if isinstance(model, Ensemble) else Ensemble.of(model)

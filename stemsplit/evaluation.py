@@ -61,13 +61,15 @@ import numpy as np
 
 from . import audio
 from .errors import InputError, StemsplitError, UsageError
+from .plan import OutputOptions
+from .stem_plan import StemSelection
 from .stems import complement_name, stem_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import SeparationSettings
+    from .ensemble import Ensemble
     from .families.base import ChunkingRequest
     from .loading import LoadedModel
-    from .pipeline import StemSelection
 
 __all__ = [
     "BSS_V4_KEYS", "DEFAULT_METRICS", "EPS", "METRICS", "MAX_LENGTH_DIFFERENCE_SECONDS",
@@ -789,7 +791,7 @@ def evaluate_folders(
 
 def evaluate_with_model(
     reference_dir: str | Path,
-    model: "LoadedModel",
+    model: "Ensemble | LoadedModel",
     metrics: Sequence[str] = DEFAULT_METRICS,
     *,
     settings: "SeparationSettings | None" = None,
@@ -801,7 +803,8 @@ def evaluate_with_model(
     observer: EvaluationObserver | None = None,
     block_frames: int = BLOCK_FRAMES,
 ) -> EvaluationReport:
-    """Separate each reference mixture with ``model`` and score the stems.
+    """Separate each reference mixture with ``model`` (one model or an ensemble) and score
+    the stems.
 
     The stems are written as 32-bit float wav (no clip handling) into a temporary folder,
     scored from the files in blocks and deleted, so memory stays flat with the track's
@@ -811,6 +814,7 @@ def evaluate_with_model(
     """
     from . import pipeline
     from .engine import SeparationSettings
+    from .ensemble import as_ensemble
     from .families.base import ChunkingRequest
 
     observer = observer or EvaluationObserver()
@@ -819,8 +823,9 @@ def evaluate_with_model(
         require_museval()
     settings = settings or SeparationSettings()
     chunking = chunking or ChunkingRequest()
-    selection = selection or pipeline.StemSelection()
-    selection.output_names(model.sources)  # a bad selection is a usage error, before any work
+    selection = selection or StemSelection()
+    model = as_ensemble(model)
+    model.plan(selection)  # a bad selection is a usage error, before any work
     references = _select(find_reference_tracks(reference_dir), tracks)
     report = EvaluationReport(metrics, [], str(reference_dir),
                               str(out_dir) if out_dir is not None else None, model=model.name)
@@ -843,7 +848,7 @@ def evaluate_with_model(
                                    error=f"{reference.name}: no mixture file to separate "
                                          "(expected <track>/mixture.wav)")
             else:
-                options = pipeline.OutputOptions(out_dir=base, format="wav", float32=True,
+                options = OutputOptions(out_dir=base, format="wav", float32=True,
                                                  clip_mode="none", force=force)
                 try:
                     # name_as keeps a dot in the track's name (output names drop an extension)

@@ -1,10 +1,13 @@
-"""One track (or a list of tracks) from input to written stems: the Python API.
+"""One track (or a list of tracks) from input to written stems.
 
-decode (ffmpeg) -> spool + mix statistics -> engine (streaming) -> one writer per stem.
-Memory does not grow with the track: the decoded mixture is spooled to a temporary
-float32 file on disk during the statistics pass, then streamed through the engine, whose
-finished samples go straight to the encoders. Every output is written to a temporary file
-and renamed into place only when all stems of the track are complete.
+decode (ffmpeg) -> spool + mix statistics -> every model of the ``Ensemble`` in turn
+(engine, streaming; one model is an ensemble of one) -> one writer per stem. Memory does
+not grow with the track: the decoded mixture is spooled to a temporary float32 file on disk
+during the statistics pass, then streamed through the engine, whose finished samples go
+straight to the encoders (through the ensemble's combine). Every output is written to a
+temporary file and renamed into place only when all stems of the track are complete.
+
+The Python API is ``separator.Separator`` (and ``stemsplit.separate``) on top of this.
 """
 
 from __future__ import annotations
@@ -14,22 +17,19 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable, Iterator, Sequence
+from typing import IO, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from . import audio
-from .ensemble import Ensemble, StemSpool, run_ensemble
 from .engine import MixStatistics, SeparationSettings, StreamingSeparator
-from .errors import InputError, OutputError, StemsplitError, UsageError
-from .families.base import ChunkingRequest
-from .loading import LoadedModel, load_model
-from .plan import (OUTPUT_FORMATS, OutputOptions, StemSelection, TrackResult,  # noqa: F401
-                   _track_name, output_paths, skipped_result)
-
-SPOOL_BLOCK_FRAMES = 1 << 18
-"""Frames per block read from the spool and fed to the engine (~6 s at 44.1 kHz)."""
+from .ensemble import Ensemble, as_ensemble, run_ensemble
+from .errors import InputError, OutputError, UsageError
+from .families.base import ChunkingRequest, LoadedModel
+from .plan import OutputOptions, TrackResult, output_paths, skipped_result
+from .spool import ArrayMixture, MixtureSpool, StemSpool
+from .stem_plan import StemSelection
 
 class Observer:
     """Progress reports from the pipeline; the CLI draws them. All methods are optional."""
@@ -44,121 +44,16 @@ class Observer:
     def track_finished(self, result: TrackResult) -> None: ...
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'auto' (or None) picks cuda, then mps, then cpu; an unavailable device is an error."""
-    name = str(device or "auto")
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device '{name}'", hint="use auto, cpu, cuda or mps")
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' requested but no CUDA GPU is available")
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("device 'mps' requested but MPS is not available")
-    return resolved
-
-
-# -- mixture sources --------------------------------------------------------------------
-class _Spool:
-    """A decoded mixture on disk as raw float32 (frames, channels), with its statistics."""
-
-    def __init__(self, blocks: Iterator[np.ndarray], channels: int, directory: str | None,
-                 cancel: threading.Event | None = None):
-        self.channels = channels
-        self.statistics = MixStatistics()
-        try:
-            handle, self.path = tempfile.mkstemp(prefix="stemsplit-", suffix=".f32",
-                                                 dir=directory)
-        except OSError as error:
-            raise OutputError(f"cannot create a temporary file: {error.strerror}",
-                              hint="set TMPDIR to a writable folder") from None
-        try:
-            with os.fdopen(handle, "wb") as file:
-                for block in blocks:
-                    if cancel is not None and cancel.is_set():
-                        raise Cancelled()
-                    self.statistics.update(torch.from_numpy(block))
-                    file.write(np.ascontiguousarray(block.T, dtype=np.float32).tobytes())
-        except OSError as error:
-            self.close()
-            raise OutputError(
-                f"cannot spool the decoded audio to {self.path}: {error.strerror}",
-                hint="free some space, or set TMPDIR to a disk with room") from None
-        except BaseException:
-            self.close()
-            raise
-        self.frames = self.statistics.frames
-
-    def blocks(self, block_frames: int = SPOOL_BLOCK_FRAMES) -> Iterator[np.ndarray]:
-        """(channels, frames) float32 blocks, in order."""
-        frame_bytes = 4 * self.channels
-        with open(self.path, "rb") as file:
-            while True:
-                data = file.read(block_frames * frame_bytes)
-                if not data:
-                    return
-                yield np.frombuffer(data, dtype=np.float32).reshape(-1, self.channels).T
-
-    def close(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-
-
-# -- the separation of one mixture ------------------------------------------------------
-def _derive_outputs(names: Sequence[str], sources: Sequence[str], selection: StemSelection,
-                    stems: torch.Tensor, mix: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The requested output stems of one (stems, channels, n) block."""
-    result = {}
-    for name in names:
-        if name in sources:
-            result[name] = stems[sources.index(name)]
-        else:  # the complement of selection.two_stems
-            chosen = sources.index(selection.two_stems)
-            if selection.other_method == "minus":
-                result[name] = mix - stems[chosen]
-            else:
-                rest = torch.zeros_like(stems[chosen])
-                for index in range(len(sources)):
-                    if index != chosen:
-                        rest += stems[index]
-                result[name] = rest
-    return result
-
-
-def needed_network_stems(names: Sequence[str], model: LoadedModel,
-                         selection: StemSelection) -> list[int]:
-    """The indices of the networks' stems that the outputs ``names`` are made from: a stem
-    itself; for a complement, the chosen stem (``--other-method minus``) or every other
-    stem (the sum); for a residual stem, every network stem."""
+# -- one model over one mixture -----------------------------------------------------------
+def _network_stem_indices(model: LoadedModel, names: Sequence[str]) -> list[int]:
+    """The indices of the networks' stems that the model's stems ``names`` are made of: a
+    stem itself, or for a residual stem (the mixture minus the others) every network stem."""
     sources = list(model.sources)
     network_count = len(model.network_sources)
     needed: set[int] = set()
-
-    def source(index: int) -> None:
-        if index < network_count:
-            needed.add(index)
-        else:  # the residual: the mixture minus every network stem
-            needed.update(range(network_count))
-
     for name in names:
-        if name in sources:
-            source(sources.index(name))
-        else:
-            chosen = sources.index(selection.two_stems)
-            if selection.other_method == "minus":
-                source(chosen)
-            else:
-                for index in range(len(sources)):
-                    if index != chosen:
-                        source(index)
+        index = sources.index(name)
+        needed.update([index] if index < network_count else range(network_count))
     return sorted(needed)
 
 
@@ -169,20 +64,20 @@ def _run_engine(
     settings: SeparationSettings,
     chunking: ChunkingRequest,
     names: Sequence[str],
-    selection: StemSelection,
     emit: Callable[[str, np.ndarray], None],
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    """Separate the mixture that ``blocks()`` yields, calling emit(stem, block) in order."""
+    """Separate the mixture that ``blocks()`` yields with one model, calling emit(stem,
+    block) in order for each of ``names`` (the model's own stems)."""
     separator = StreamingSeparator(
         networks=model.engine_networks(chunking), total_frames=statistics.frames,
         channels=model.audio_channels, stems=len(model.network_sources),
         sample_rate=model.sample_rate, statistics=statistics, settings=settings,
         device=model.device, progress=progress,
-        needed_stems=needed_network_stems(names, model, selection) or None,
+        needed_stems=_network_stem_indices(model, names) or None,
     )
-    # The raw mixture not yet matched by emitted stems (for --other-method minus, and a
-    # model's residual stem).
+    sources = list(model.sources)
+    # The raw mixture not yet matched by emitted stems (for a model's residual stem).
     pending_mix = torch.zeros(model.audio_channels, 0)
 
     def deliver(outputs: list[torch.Tensor]) -> None:
@@ -193,15 +88,47 @@ def _run_engine(
             stems = stems.cpu()
             if model.residual_stem is not None:
                 stems = torch.cat([stems, (mix - stems.sum(dim=0))[None]])
-            derived = _derive_outputs(names, list(model.sources), selection, stems.cpu(), mix)
             for name in names:
-                emit(name, derived[name].numpy())
+                emit(name, stems[sources.index(name)].numpy())
 
     for block in blocks():
         mix = torch.from_numpy(np.ascontiguousarray(block))
-        pending_mix = torch.cat([pending_mix, mix], dim=-1)
+        if model.residual_stem is not None:
+            pending_mix = torch.cat([pending_mix, mix], dim=-1)
         deliver(separator.push(mix))
     deliver(separator.finish())
+
+
+def _separate_mixture(ensemble: Ensemble, plan, mixture: "MixtureSpool | ArrayMixture",
+                      statistics: MixStatistics, settings: SeparationSettings,
+                      chunking: ChunkingRequest, emit: Callable[[str, np.ndarray], None],
+                      progress: Callable[[int, int], None] | None = None,
+                      stage: Callable[[int, str], None] | None = None) -> None:
+    """Every model of ``ensemble`` over ``mixture``; the run's stems (``plan.names``) go to
+    ``emit`` in order. The models' stems wait in a temporary folder only where several
+    models give one stem."""
+    spool = StemSpool() if plan.combines else None
+    try:
+        run_ensemble(
+            ensemble, plan, spool=spool, mixture=mixture, emit=emit, progress=progress,
+            stage=stage,
+            run_member=lambda member, names, member_emit, member_progress: _run_engine(
+                member, mixture.blocks, statistics, settings, chunking, names, member_emit,
+                member_progress))
+    finally:
+        if spool is not None:
+            spool.close()
+
+
+def _observed(blocks: Iterable[np.ndarray], statistics: MixStatistics,
+              cancel: threading.Event | None) -> Iterator[np.ndarray]:
+    """``blocks`` as they are, measured into ``statistics`` on the way; Cancelled once
+    ``cancel`` is set."""
+    for block in blocks:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        statistics.update(torch.from_numpy(block))
+        yield block
 
 
 def _spool_stream(stream: IO[bytes]) -> Path:
@@ -237,7 +164,7 @@ class TrackJob:
     def __init__(
         self,
         source: str | Path | IO[bytes],
-        model: LoadedModel | Ensemble,
+        model: Ensemble | LoadedModel,
         *,
         settings: SeparationSettings = SeparationSettings(),
         chunking: ChunkingRequest = ChunkingRequest(),
@@ -249,19 +176,13 @@ class TrackJob:
         self.stream = None if isinstance(source, (str, Path)) else source
         self.path = None if self.stream is not None else Path(source)
         self.label = "-" if self.stream is not None else str(source)
-        self.model = model
+        self.model = model = as_ensemble(model)
         self.settings = settings
         self.chunking = chunking
         self.selection = selection
         self.options = options
-        self.plan = None
-        if isinstance(model, Ensemble):  # each model gives what it can (see ensemble.py)
-            self.plan = model.plan(selection.two_stems, selection.other_method,
-                                   selection.only)
-            self.names = list(self.plan.names)
-        else:
-            self.names = selection.output_names(model.sources)
-        self._ensemble_spool: StemSpool | None = None
+        self.plan = model.plan(selection)  # each model gives what it can (see stem_plan.py)
+        self.names = list(self.plan.names)
         if options.stream is not None:
             if len(self.names) != 1:
                 raise UsageError(f"-o - writes one stem, but this run has {len(self.names)} "
@@ -274,7 +195,8 @@ class TrackJob:
         self.started: float | None = None
         """When ``prepare`` began (``seconds_taken`` counts from there)."""
         self.info: audio.AudioInfo | None = None
-        self.spool: _Spool | None = None
+        self.statistics = MixStatistics()
+        self.spool: MixtureSpool | None = None
         self.warnings: list[str] = []
         self.writers: dict[str, audio.StemWriter] = {}
         self._stdin_copy: Path | None = None
@@ -304,7 +226,8 @@ class TrackJob:
         decoder = audio.decode_blocks(path, model.sample_rate, model.audio_channels,
                                       info=self.info)
         with decoder:
-            self.spool = _Spool(decoder, model.audio_channels, None, cancel)
+            self.spool = MixtureSpool(_observed(decoder, self.statistics, cancel),
+                                      model.audio_channels)
         if decoder.nonfinite_samples:
             self.warnings.append(
                 f"{self.label}: {decoder.nonfinite_samples} NaN/Inf samples replaced by 0")
@@ -336,36 +259,14 @@ class TrackJob:
                 format=options.format, bits=options.bits, float32=options.float32,
                 mp3_bitrate=options.mp3_bitrate, clip_mode=options.clip_mode,
             )
-        if isinstance(model, Ensemble):
-            self._separate_ensemble(model, observer)
-        else:
-            _run_engine(
-                model, self.spool.blocks, self.spool.statistics, self.settings,
-                self.chunking, self.names, self.selection,
-                lambda name, block: self.writers[name].write(block),
-                lambda done, total: observer.track_progress(self.label, done, total),
-            )
-        self.spool.close()
-
-    def _separate_ensemble(self, ensemble: Ensemble, observer: Observer) -> None:
-        """Every model in turn over the spooled mixture; their stems spooled to a temporary
-        folder (removed by ``close``) until the combine of each stem streams out."""
-        spool = self.spool
-        assert spool is not None and self.plan is not None
-        self._ensemble_spool = StemSpool()
-        count = len(ensemble.members)
-        run_ensemble(
-            ensemble, self.plan, spool=self._ensemble_spool, mixture=spool.path,
-            run_member=lambda member, names, emit, progress: _run_engine(
-                member, spool.blocks, spool.statistics, self.settings, self.chunking,
-                names, StemSelection(), emit, progress),
+        count = len(model.members)
+        _separate_mixture(
+            model, self.plan, self.spool, self.statistics, self.settings, self.chunking,
             emit=lambda name, block: self.writers[name].write(block),
             progress=lambda done, total: observer.track_progress(self.label, done, total),
             stage=lambda index, name: observer.track_stage(
-                self.label, f"model {index + 1}/{count} {name}"),
-        )
-        self._ensemble_spool.close()
-        self._ensemble_spool = None
+                self.label, f"model {index + 1}/{count} {name}"))
+        self.spool.close()
 
     def _make_folder(self, folder: Path) -> None:
         """Create ``folder`` and its missing parents, remembering which ones are new."""
@@ -414,9 +315,6 @@ class TrackJob:
         self._new_folders = []
         if self.spool is not None:
             self.spool.close()
-        if self._ensemble_spool is not None:
-            self._ensemble_spool.close()
-            self._ensemble_spool = None
         if self._stdin_copy is not None:
             self._stdin_copy.unlink(missing_ok=True)
             self._stdin_copy = None
@@ -424,7 +322,7 @@ class TrackJob:
 
 def separate_file(
     path: str | Path | IO[bytes],
-    model: LoadedModel,
+    model: Ensemble | LoadedModel,
     *,
     settings: SeparationSettings = SeparationSettings(),
     chunking: ChunkingRequest = ChunkingRequest(),
@@ -458,20 +356,8 @@ def separate_file(
     return result
 
 
-def separate_array(
-    mix: np.ndarray | torch.Tensor,
-    sample_rate: int,
-    model: LoadedModel,
-    *,
-    settings: SeparationSettings = SeparationSettings(),
-    chunking: ChunkingRequest = ChunkingRequest(),
-    selection: StemSelection = StemSelection(),
-) -> dict[str, np.ndarray]:
-    """Separate an in-memory (channels, time) or (time,) float array; returns stem arrays.
-
-    The stems come back at ``sample_rate`` with the input's length; clip modes do not
-    apply (the values are the network's).
-    """
+def as_audio_array(mix: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A (channels, time) or (time,) float array or tensor as (channels, time) float32."""
     array = mix.detach().cpu().numpy() if torch.is_tensor(mix) else np.asarray(mix)
     array = np.asarray(array, dtype=np.float32)
     if array.ndim == 1:
@@ -480,17 +366,37 @@ def separate_array(
         raise UsageError("an audio array must be (channels, time) or (time,)")
     if array.shape[0] > array.shape[1]:
         raise UsageError(f"audio array of shape {array.shape}: expected (channels, time)")
-    array = audio.convert(array, sample_rate, model.sample_rate, model.audio_channels)
+    return array
+
+
+def separate_array(
+    mix: np.ndarray | torch.Tensor,
+    sample_rate: int,
+    model: Ensemble | LoadedModel,
+    *,
+    settings: SeparationSettings = SeparationSettings(),
+    chunking: ChunkingRequest = ChunkingRequest(),
+    selection: StemSelection = StemSelection(),
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Separate an in-memory (channels, time) or (time,) float array; returns stem arrays.
+
+    The stems come back as float32 numpy arrays at ``sample_rate`` with the input's length;
+    clip modes do not apply (the values are the network's). ``progress(done, total)`` is
+    called as the models advance.
+    """
+    model = as_ensemble(model)
+    array = audio.convert(as_audio_array(mix), sample_rate, model.sample_rate,
+                          model.audio_channels)
     statistics = MixStatistics()
     statistics.update(torch.from_numpy(array))
     if statistics.frames == 0:
         raise InputError("the audio array is empty")
-    names = selection.output_names(model.sources)
-    collected: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    _run_engine(
-        model, lambda: iter([array]), statistics, settings, chunking, names,
-        selection, lambda name, block: collected[name].append(block.copy()), None,
-    )
+    plan = model.plan(selection)
+    collected: dict[str, list[np.ndarray]] = {name: [] for name in plan.names}
+    _separate_mixture(model, plan, ArrayMixture(array), statistics, settings, chunking,
+                      emit=lambda name, block: collected[name].append(block.copy()),
+                      progress=progress)
     stems = {name: np.concatenate(blocks, axis=-1) for name, blocks in collected.items()}
     if sample_rate != model.sample_rate:
         stems = {name: audio.convert(stem, model.sample_rate, sample_rate, stem.shape[0])
@@ -498,64 +404,6 @@ def separate_array(
     return stems
 
 
-def separate(
-    source: str | Path | np.ndarray | torch.Tensor,
-    *,
-    sample_rate: int | None = None,
-    model: str | LoadedModel | None = None,
-    device: str | torch.device | None = "auto",
-    shifts: int = 0,
-    seed: int = 0,
-    overlap: float | None = None,
-    segment_seconds: float | None = None,
-    batch_size: int = 1,
-    two_stems: str | None = None,
-    other_method: str = "add",
-    stems: Sequence[str] | None = None,
-    out_dir: str | Path | None = None,
-    **output_options,
-) -> dict[str, np.ndarray] | dict[str, Path]:
-    """Separate a file or an array with a model (a name, or one from ``load_model``).
-
-    With ``out_dir`` the stems are written as files (``output_options`` are those of
-    ``OutputOptions``: filename, format, bits, float32, mp3_bitrate, clip_mode, sample_rate,
-    force) and their paths returned; otherwise the stems are returned as float32 arrays
-    (channels, time) at the input's rate (``sample_rate`` is required for arrays).
-    """
-    if not isinstance(model, LoadedModel):
-        model = load_model(model, device=resolve_device(device))
-    settings = SeparationSettings(shifts=shifts, seed=seed, batch_size=batch_size)
-    chunking = ChunkingRequest(segment_seconds=segment_seconds, overlap=overlap)
-    selection = StemSelection(two_stems=two_stems, other_method=other_method,
-                              only=tuple(stems) if stems else None)
-    if isinstance(source, (str, Path)):
-        if out_dir is None:
-            if output_options:
-                raise UsageError(f"{', '.join(output_options)}: only with out_dir")
-            path = Path(source)
-            if not path.is_file():
-                raise InputError(f"{path}: no such file")
-            input_rate = audio.probe(path).sample_rate
-            mix = audio.decode(path, model.sample_rate, model.audio_channels)
-            stems_at_model_rate = separate_array(
-                mix, model.sample_rate, model, settings=settings,
-                chunking=chunking, selection=selection)
-            return {name: audio.convert(stem, model.sample_rate, input_rate, stem.shape[0])
-                    for name, stem in stems_at_model_rate.items()}
-        options = OutputOptions(out_dir=Path(out_dir), **output_options)
-        result = separate_file(source, model, settings=settings,
-                               chunking=chunking, selection=selection,
-                               options=options)
-        return result.outputs
-    if sample_rate is None:
-        raise UsageError("separating an array needs its sample_rate")
-    if out_dir is not None:
-        raise UsageError("out_dir applies to file inputs; write the returned arrays yourself")
-    return separate_array(source, sample_rate, model, settings=settings,
-                          chunking=chunking, selection=selection)
-
-
 __all__ = [
-    "OutputOptions", "StemSelection", "TrackResult", "Observer", "StemsplitError",
-    "separate", "separate_file", "separate_array", "load_model", "resolve_device",
+    "Observer", "TrackJob", "Cancelled", "separate_file", "separate_array", "as_audio_array",
 ]

@@ -21,44 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Callable, Iterable, Sequence, TypeVar, Union
 
+from .audio.formats import (AUDIO_EXTENSIONS, NOT_AUDIO_EXTENSIONS,  # noqa: F401 (re-exported)
+                            OUTPUT_FORMATS, is_audio_path)
 from .errors import StemsplitError, UsageError
-from .stems import complement_name
+from .stem_plan import StemSelection
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: File extensions (lower case, with the dot) treated as audio or video input.
-AUDIO_EXTENSIONS = frozenset(
-    {
-        # audio
-        ".mp3", ".mp2", ".mpa", ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus",
-        ".m4a", ".m4b", ".aac", ".aiff", ".aif", ".aifc", ".wma", ".alac", ".ape",
-        ".wv", ".ac3", ".eac3", ".dts", ".amr", ".au", ".snd", ".caf", ".mka",
-        ".spx", ".tta", ".w64", ".rf64", ".weba", ".3ga",
-        # video containers with an audio track
-        ".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".flv", ".wmv", ".mpg",
-        ".mpeg", ".ts", ".m2ts", ".mts", ".3gp", ".3g2", ".ogv", ".vob", ".asf",
-    }
-)
-
-# Extensions that are never audio: not probed, silently passed over in folders.
-NOT_AUDIO_EXTENSIONS = frozenset({
-    ".txt", ".nfo", ".cue", ".log", ".m3u", ".m3u8", ".pls", ".json", ".xml", ".md", ".pdf",
-    ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".svg", ".ico",
-    ".doc", ".docx", ".zip", ".rar", ".7z", ".gz", ".tar", ".exe", ".db", ".ini", ".url",
-    ".lrc", ".sfv", ".md5", ".py", ".sh", ".part", ".spool", ".f32", ".accurip", ".toc",
-})
-
-OUTPUT_FORMATS = ("wav", "flac", "mp3")
-
 SKIPPED_REASON = "outputs exist (use --force to redo)"
-
-
-def is_audio_path(path: PathLike) -> bool:
-    """True when ``path``'s extension is one of :data:`AUDIO_EXTENSIONS`."""
-    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
 # -- inputs ------------------------------------------------------------------------------
@@ -172,41 +145,6 @@ class OutputOptions:
             raise UsageError("--float32 applies to wav output only")
 
 
-@dataclass(frozen=True)
-class StemSelection:
-    """Which stems to produce: the model's, or one stem and its complement."""
-
-    two_stems: str | None = None
-    other_method: str = "add"
-    only: tuple[str, ...] | None = None
-    """Write only these of the produced stems (``--stem``)."""
-
-    def output_names(self, sources: Sequence[str]) -> list[str]:
-        if self.other_method not in ("add", "minus", "none"):
-            raise UsageError(f"unknown --other-method '{self.other_method}'",
-                             hint="choose add, minus or none")
-        if self.two_stems is not None:
-            if self.two_stems not in sources:
-                raise UsageError(
-                    f"stem '{self.two_stems}' is not produced by this model",
-                    hint=f"it produces {', '.join(sources)}",
-                )
-            names = [self.two_stems]
-            if self.other_method != "none":
-                names.append(complement_name(self.two_stems))
-        else:
-            names = list(sources)
-        if self.only:
-            unknown = [stem for stem in self.only if stem not in names]
-            if unknown:
-                raise UsageError(
-                    f"--stem {', '.join(unknown)}: not among this run's stems",
-                    hint=f"available: {', '.join(names)}",
-                )
-            names = [stem for stem in names if stem in self.only]
-        return names
-
-
 @dataclass
 class TrackResult:
     """What happened to one input."""
@@ -303,16 +241,16 @@ class _PlannedTrack:
 
 
 def finished_tracks(items: Sequence[BatchItem | PathLike], *, model_name: str,
-                    sources: Sequence[str], selection: StemSelection,
+                    member_sources: Sequence[Sequence[str]], selection: StemSelection,
                     options: OutputOptions) -> list[TrackResult] | None:
     """Each input's 'skipped' result, when the outputs of every one of them exist already;
     None when something is left to do (or cannot be decided from names alone: stdin, a
-    stream output, ``force``, two inputs writing one file). ``model_name`` and ``sources``
-    are what the loaded model will call itself and its stems (the registry says so for a
-    published model)."""
+    stream output, ``force``, two inputs writing one file). ``model_name`` and
+    ``member_sources`` are what the loaded model (or ensemble) will call itself and the stems
+    of each of its models (the registry says so for published models)."""
     if options.force or options.stream is not None:
         return None
-    names = selection.output_names(sources)
+    names = selection.plan(member_sources).names
     planned = []
     for item in items:
         if not isinstance(item, BatchItem):

@@ -18,12 +18,14 @@ from __future__ import annotations
 import difflib
 import functools
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import settings
 from .errors import ModelError, UnknownModelError
+from .specs import (ENSEMBLE_ALGORITHMS, WEIGHTED_ENSEMBLE_ALGORITHMS,
+                    ModelFile, ModelSpec, Preset, parse_digest)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,90 +38,13 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 _WEIGHTS_TOML_CANDIDATES = (_PACKAGE_DIR / "weights.toml", _PACKAGE_DIR.parent / "weights.toml")
 WEIGHTS_TOML_VARIABLE = "STEMSPLIT_WEIGHTS_TOML"
 
-_HEX = re.compile(r"[0-9a-f]{8,64}")
-
 COMMON_KEYS = frozenset({"family", "architecture", "description", "stems", "sample_rate", "sdr",
                          "aliases", "unsupported", "files"})
 """The fields every model has; every other key of a model's table is its family's."""
 
 FILE_KEYS = frozenset({"url", "name", "sha256", "size", "member", "mirrors"})
 
-ENSEMBLE_ALGORITHMS = ("avg_wave", "median_wave", "min_wave", "max_wave",
-                       "avg_fft", "median_fft", "min_fft", "max_fft")
-"""How an ensemble combines its models' estimates of a stem (defined in ensemble.py): the
-mean, median, minimum or maximum per sample (wave) or per STFT bin (fft)."""
-WEIGHTED_ENSEMBLE_ALGORITHMS = ("avg_wave", "avg_fft")
-DEFAULT_ENSEMBLE_ALGORITHM = "avg_wave"
 PRESET_KEYS = frozenset({"description", "models", "weights", "algorithm"})
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    """One published file of a model, and what is known about it before downloading.
-
-    ``source`` is ``"hf"`` (``location`` = the Hugging Face repo id; kept in the Hugging Face
-    cache) or ``"url"`` (``location`` = its URL, ``mirrors`` = other URLs of the same file,
-    tried in order; kept in the folder named by ``folder``: "weights" =
-    ``$STEMSPLIT_CACHE/weights``, "torch_hub" = ``$TORCH_HOME/hub/checkpoints``). ``sha256``
-    is the recorded hex digest, or a prefix of it, or None when nothing is recorded;
-    ``sha256_from`` says who recorded it. Files naming the same ``member`` are alternatives
-    (the same network from two sources); ``required`` False marks a file a model can do
-    without. ``kind`` names the source for ``stemsplit models info`` ("url" unless the family
-    says otherwise).
-    """
-
-    filename: str
-    source: str
-    location: str
-    sha256: str | None = None
-    size: int | None = None
-    member: str | None = None
-    mirrors: tuple[str, ...] = ()
-    folder: str = "weights"
-    sha256_from: str = "weights.toml"
-    required: bool = True
-    kind: str = "url"
-
-    @property
-    def sha256_is_prefix(self) -> bool:
-        return self.sha256 is not None and len(self.sha256) < 64
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything stemsplit knows about one published model before loading it: what every
-    model has, and ``config``, its family's own typed reading of the rest of its table."""
-
-    name: str
-    family: str
-    architecture: str
-    description: str
-    stems: tuple[str, ...]
-    sample_rate: int
-    sdr: float | None = None
-    aliases: tuple[str, ...] = ()
-    files: tuple[ModelFile, ...] = ()
-    unsupported: str | None = None
-    config: object = None
-
-    def file(self, filename: str) -> ModelFile | None:
-        """The published file of that name, if any."""
-        for file in self.files:
-            if file.filename == filename:
-                return file
-        return None
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named ensemble (weights.toml's ``[presets.NAME]``): its models (registry names),
-    their weights (None: equal; only for the weighted algorithms) and the algorithm."""
-
-    name: str
-    description: str
-    models: tuple[str, ...]
-    algorithm: str = DEFAULT_ENSEMBLE_ALGORITHM
-    weights: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +88,13 @@ class Registry:
         for spec in self.models.values():
             if wanted == spec.name.lower() or wanted in (a.lower() for a in spec.aliases):
                 return spec
+        preset = self.preset(name)
+        if preset is not None:
+            raise UnknownModelError(
+                f"'{preset.name}' is a preset (an ensemble of {', '.join(preset.models)}), "
+                "not a single model",
+                hint="`stemsplit.load(name)` and `stemsplit.Separator(model=name)` load "
+                     "presets; -n NAME runs one")
         known = sorted(
             list(self.models) + [alias for spec in self.models.values() for alias in spec.aliases]
             + list(self.presets)
@@ -173,14 +105,6 @@ class Registry:
             f"unknown model '{name}'",
             hint=f"{hint}`stemsplit models` lists the models; --weights PATH runs a local checkpoint",
         )
-
-
-def parse_digest(value: object, where: str) -> str:
-    """A sha256 hex digest (or a prefix of 8+ digits) from weights.toml, lower case."""
-    digest = str(value).strip().lower()
-    if not _HEX.fullmatch(digest):
-        raise ModelError(f"weights.toml: {where}: sha256 must be 8 to 64 hex digits, not {value!r}")
-    return digest
 
 
 def _url_files(name: str, entries: object) -> tuple[ModelFile, ...]:
@@ -243,7 +167,7 @@ def _spec_from_table(name: str, table: dict) -> ModelSpec:
 
 def weights_toml_path() -> Path:
     """``$STEMSPLIT_WEIGHTS_TOML`` if set, else the packaged weights.toml."""
-    override = os.environ.get(WEIGHTS_TOML_VARIABLE)
+    override = settings.weights_toml()
     if override:
         path = Path(os.path.expanduser(override))
         if not path.is_file():

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from tests.oracles import require
+from tests.parity import perturb_norms, seeded_reference, with_stem_axis
 
 BS_ORACLE = "audio_separator.separator.uvr_lib_v5.roformer.bs_roformer"
 MEL_ORACLE = "audio_separator.separator.uvr_lib_v5.roformer.mel_band_roformer"
@@ -99,8 +101,8 @@ def write_config(path: Path, sections: dict) -> Path:
 
 
 def reference_network(model_type: str, sections: dict, seed: int = 0) -> torch.nn.Module:
-    """The oracle's network for a config, with random weights, in eval mode."""
-    torch.manual_seed(seed)
+    """The oracle's network for a config, with random weights (seeded with ``seed``), in
+    eval mode. MDX23C's norm parameters are made non-trivial."""
     if model_type == "mdx23c":
         tfc = require(MDX23C_ORACLE)
         training = sections["training"]
@@ -108,16 +110,11 @@ def reference_network(model_type: str, sections: dict, seed: int = 0) -> torch.n
             audio=SimpleNamespace(**sections["audio"]), model=SimpleNamespace(**sections["model"]),
             training=SimpleNamespace(instruments=training["instruments"],
                                      target_instrument=training["target_instrument"]))
-        network = tfc.TFC_TDF_net(config, device=torch.device("cpu"))
-        with torch.no_grad():  # non-trivial norm parameters
-            for name, tensor in network.named_parameters():
-                if tensor.dim() == 1:
-                    tensor.uniform_(0.5, 1.5) if name.endswith("weight") else tensor.uniform_(-0.3, 0.3)
-    else:
-        module = require(BS_ORACLE if model_type == "bs_roformer" else MEL_ORACLE)
-        cls = module.BSRoformer if model_type == "bs_roformer" else module.MelBandRoformer
-        network = cls(**sections["model"])
-    return network.eval()
+        return seeded_reference(partial(tfc.TFC_TDF_net, config, device=torch.device("cpu")),
+                                seed=seed, randomize=partial(perturb_norms, running_stats=False))
+    module = require(BS_ORACLE if model_type == "bs_roformer" else MEL_ORACLE)
+    cls = module.BSRoformer if model_type == "bs_roformer" else module.MelBandRoformer
+    return seeded_reference(partial(cls, **sections["model"]), seed=seed)
 
 
 def write_checkpoint(path: Path, network: torch.nn.Module, wrap: str | None = None) -> Path:
@@ -131,10 +128,7 @@ def run_reference(network: torch.nn.Module, part: torch.Tensor) -> torch.Tensor:
     """(channels, n) -> (stems, channels, n) through an oracle network."""
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")
-        out = network(part[None])[0]
-    if out.dim() == 2:  # one stem: the oracles drop the stem axis
-        out = out[None]
-    return out
+        return with_stem_axis(network(part[None]))[0]  # one stem: the oracles drop that axis
 
 
 def zfturbo_demix(network: torch.nn.Module, mix: torch.Tensor, chunk_size: int,

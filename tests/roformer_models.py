@@ -1,7 +1,7 @@
 """Reference RoFormers for the parity tests.
 
 - ``build_pair``: audio-separator 0.47.1's class with random weights and ours with the same
-  state dict (``strict=True``).
+  state dict (``strict=True``), through tests/parity.py (where the output comparison is too).
 - ``istft_spy``: records what the oracle hands to ``torch.istft`` (the masked spectrogram),
   so ZFTurbo's endings (DC bin zeroed, length = input length) can be derived from the
   oracle's own computation.
@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from functools import partial
 
 import torch
 
+from tests import parity
 from tests.oracles import require
 
 # configs/viperx/model_bs_roformer_ep_317_sdr_12.9755.yaml
@@ -91,16 +93,15 @@ def randomize_norms(model: torch.nn.Module, generator: torch.Generator) -> None:
 
 
 def build_oracle(kind: str, seed: int = 0, **kwargs) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = oracle_class(kind)(zero_dc=False, **kwargs).eval()
-    randomize_norms(model, torch.Generator().manual_seed(seed + 1))
-    return model
+    """The oracle (zero_dc=False) built after seeding with ``seed``, its norms randomized
+    from a generator seeded with ``seed + 1``, in eval mode."""
+    return parity.seeded_reference(
+        lambda: oracle_class(kind)(zero_dc=False, **kwargs), seed=seed,
+        randomize=lambda model: randomize_norms(model, torch.Generator().manual_seed(seed + 1)))
 
 
 def load_ours(kind: str, oracle: torch.nn.Module, **kwargs) -> torch.nn.Module:
-    ours = our_class(kind)(**kwargs).eval()
-    ours.load_state_dict(oracle.state_dict(), strict=True)
-    return ours
+    return parity.load_ours(partial(our_class(kind), **kwargs), oracle)
 
 
 def build_pair(kind: str, seed: int = 0, ours_extra: dict | None = None, **kwargs):
@@ -108,19 +109,6 @@ def build_pair(kind: str, seed: int = 0, ours_extra: dict | None = None, **kwarg
     oracle = build_oracle(kind, seed, **kwargs)
     ours = load_ours(kind, oracle, **{"zero_dc": False, **kwargs, **(ours_extra or {})})
     return oracle, ours
-
-
-def with_stem_axis(output: torch.Tensor) -> torch.Tensor:
-    """audio-separator drops the stem axis when there is one stem."""
-    return output[:, None] if output.ndim == 3 else output
-
-
-def assert_close_to_peak(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-5) -> None:
-    assert actual.shape == expected.shape, (tuple(actual.shape), tuple(expected.shape))
-    peak = expected.abs().max().item()
-    assert peak > 0
-    diff = (actual - expected).abs().max().item()
-    assert diff <= rel * peak, f"max |diff| {diff:.3g} > {rel:g} x peak {peak:.3g}"
 
 
 @contextlib.contextmanager

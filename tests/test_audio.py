@@ -21,6 +21,8 @@ import pytest
 import soundfile as sf
 
 from stemsplit import audio
+from stemsplit.audio import ffmpeg as audio_ffmpeg
+from stemsplit.audio import probing
 from stemsplit.errors import InputError, OutputError, UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,7 +150,8 @@ def test_audio_extensions():
 
 
 def test_module_does_not_import_torch():
-    code = "import sys, stemsplit.audio; print('torch' in sys.modules)"
+    code = ("import sys, stemsplit.audio.decoding, stemsplit.audio.resample, "
+            "stemsplit.audio.write; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
     assert out.stdout.strip() == "False"
@@ -158,8 +161,8 @@ def test_channel_layouts():
     cases = {"mono": 1, "stereo": 2, "5.1": 6, "5.1(side)": 6, "7.1": 8, "2.1": 3,
              "quad": 4, "7.1.4": 12, "6 channels": 6, "FL+FR+LFE": 3, "hexagonal": 6}
     for text, n in cases.items():
-        assert audio._channels_from_layout(text) == n, text
-    assert audio._channels_from_layout("something odd") is None
+        assert probing._channels_from_layout(text) == n, text
+    assert probing._channels_from_layout("something odd") is None
 
 
 def test_ffmpeg_reason_picks_meaningful_line():
@@ -170,12 +173,14 @@ def test_ffmpeg_reason_picks_meaningful_line():
         "Error opening input file file:/x/t.mp3.",
         "Error opening input files: Invalid data found when processing input",
     ]
-    assert audio._ffmpeg_reason(lines) == (
+    assert audio_ffmpeg._ffmpeg_reason(lines) == (
         "Invalid data found when processing input: "
         "Failed to find two consecutive MPEG audio frames"
     )
-    assert audio._ffmpeg_reason(["", "Conversion failed!"]) == "ffmpeg failed without a message"
-    assert audio._ffmpeg_reason(["[aost#0:0 @ 0x3] No space left on device"]) == (
+    assert audio_ffmpeg._ffmpeg_reason(["", "Conversion failed!"]) == (
+        "ffmpeg failed without a message"
+    )
+    assert audio_ffmpeg._ffmpeg_reason(["[aost#0:0 @ 0x3] No space left on device"]) == (
         "No space left on device"
     )
 
@@ -189,10 +194,10 @@ def test_ffprobe_json_parsing(tmp_path):
         ],
         "format": {"duration": "3.52"},
     }
-    info = audio._info_from_ffprobe_json(tmp_path / "x.mp4", json.loads(json.dumps(data)))
+    info = probing._info_from_ffprobe_json(tmp_path / "x.mp4", json.loads(json.dumps(data)))
     assert info == audio.AudioInfo(48000, 6, 3.52, "aac")
     with pytest.raises(InputError, match="no audio stream"):
-        audio._info_from_ffprobe_json(tmp_path / "v.mp4", {"streams": data["streams"][:1]})
+        probing._info_from_ffprobe_json(tmp_path / "v.mp4", {"streams": data["streams"][:1]})
 
 
 # --------------------------------------------------------------------------- probe
@@ -228,7 +233,7 @@ def test_probe_without_ffprobe_matches(media, monkeypatch):
         pytest.skip("no ffprobe on PATH: the ffmpeg -i path is the one tested above")
     for name in ("stereo16.wav", "tone.m4a", "surround51.flac", "video.mp4"):
         with_probe = audio.probe(media[name])
-        monkeypatch.setattr(audio, "ffprobe_path", lambda: None)
+        monkeypatch.setattr(probing, "ffprobe_path", lambda: None)
         without = audio.probe(media[name])
         monkeypatch.undo()
         assert (with_probe.sample_rate, with_probe.channels) == (without.sample_rate,
@@ -252,7 +257,7 @@ def test_probe_through_ffprobe(media, tmp_path, monkeypatch):
         print({json.dumps(answer)!r})
         """))
     fake.chmod(0o755)
-    monkeypatch.setattr(audio, "ffprobe_path", lambda: str(fake))
+    monkeypatch.setattr(probing, "ffprobe_path", lambda: str(fake))
     info = audio.probe(media["-dash.wav"])
     assert info == audio.AudioInfo(32000, 1, None, "mp3")
     argv = log.read_text().splitlines()

@@ -595,7 +595,7 @@ def test_registry_sha256_table_and_url_files(tmp_path: Path, monkeypatch: pytest
 def test_url_files_offline_and_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from stemsplit.cache.http import resolve_url_files as resolve
     from stemsplit.cache.locations import url_files_dir
-    from stemsplit.registry import ModelFile
+    from stemsplit.specs import ModelFile
 
     files = [ModelFile("net.onnx", "url", f"http://127.0.0.1:{closed_port()}/net.onnx")]
 

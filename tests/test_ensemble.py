@@ -37,8 +37,11 @@ import pytest
 import soundfile
 
 from stemsplit.errors import ModelError, UsageError
-from stemsplit.ensemble import (ALGORITHMS, FRAME, HOP, Ensemble, EnsembleRecipe, StemSpool,
-                                StreamingCombiner, combine_arrays, plan_stems, run_ensemble)
+from stemsplit.ensemble import (ALGORITHMS, FRAME, HOP, Ensemble, StreamingCombiner,
+                                combine_arrays, run_ensemble)
+from stemsplit.resolve import Recipe as EnsembleRecipe
+from stemsplit.spool import ArrayMixture, StemSpool
+from stemsplit.stem_plan import plan_stems
 from stemsplit.families.mdx.onnx_runner import uvr_hash
 from tests.checkpoints import FileServer, closed_port
 from tests.mdx_models import KIM_VOCAL_2, write_mdx_onnx
@@ -191,7 +194,7 @@ def test_streaming_combine_holds_a_block_not_the_track(tmp_path):
         tracemalloc.start()
         try:
             run_ensemble(ensemble, plan, run_member=run_member, spool=spool,
-                         mixture=tmp_path / "unused", emit=emit)
+                         mixture=ArrayMixture(np.zeros((2, 0), np.float32)), emit=emit)
             _, top = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
@@ -221,7 +224,8 @@ def test_the_spool_folder_is_removed_when_a_model_fails(tmp_path):
     spool = StemSpool(str(tmp_path))
     with pytest.raises(KeyboardInterrupt):
         run_ensemble(ensemble, ensemble.plan(), run_member=run_member, spool=spool,
-                     mixture=tmp_path / "unused", emit=lambda name, block: None)
+                     mixture=ArrayMixture(np.zeros((2, 0), np.float32)),
+                     emit=lambda name, block: None)
     assert any(spool.path.iterdir())
     spool.close()
     assert list(tmp_path.iterdir()) == []
@@ -242,8 +246,7 @@ def test_a_track_job_reports_each_model_and_spans_the_bar(tmp_path, monkeypatch)
                         members)
     asked = []
 
-    def fake_engine(model, blocks, statistics, settings, chunking, names, selection, emit,
-                    progress):
+    def fake_engine(model, blocks, statistics, settings, chunking, names, emit, progress):
         asked.append((model.name, tuple(names)))
         done = 0
         for block in blocks(7000):
@@ -345,7 +348,7 @@ def test_agrees_with_audio_separator_where_the_definitions_agree():
 
 # -- presets ------------------------------------------------------------------------------------
 def test_the_packaged_presets_parse_and_resolve():
-    from stemsplit.ensemble import resolve_ensemble
+    from stemsplit.resolve import resolve_ensemble
     from stemsplit.registry import load_registry
 
     registry = load_registry(ROOT / "weights.toml")
@@ -421,7 +424,7 @@ def test_bad_presets_are_refused_when_the_registry_is_read(tmp_path, table, mess
 
 
 def test_recipes_refuse_what_cannot_be_combined(tmp_path):
-    from stemsplit.ensemble import parse_weights, resolve_ensemble
+    from stemsplit.resolve import parse_weights, resolve_ensemble
     from stemsplit.registry import load_registry
 
     path = tmp_path / "weights.toml"
@@ -520,11 +523,11 @@ def cli(world, tmp_path):
         if loads:  # print a line on stderr for every model loaded
             command = [sys.executable, "-c", (
                 "import sys, stemsplit.loading as l, stemsplit.cli as c\n"
-                "real = l.load_model\n"
-                "def counted(name=None, **kw):\n"
-                "    print('LOAD', name, file=sys.stderr)\n"
-                "    return real(name, **kw)\n"
-                "l.load_model = counted\n"
+                "real = l._load_named\n"
+                "def counted(spec, *args, **kw):\n"
+                "    print('LOAD', spec.name, file=sys.stderr)\n"
+                "    return real(spec, *args, **kw)\n"
+                "l._load_named = counted\n"
                 "c.main(sys.argv[1:])\n"), *args]
         return subprocess.run(command, cwd=tmp_path, env={**world.env, **(env or {})},
                               capture_output=True, text=True, timeout=300)

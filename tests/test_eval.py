@@ -32,7 +32,7 @@ TWO = ("vocals", "drums")
 
 def run_eval(capsys, *args: str) -> tuple[int, str, str]:
     """``stemsplit eval ARGS`` in this process: (exit code, stdout, stderr)."""
-    from stemsplit.cli.separate import main
+    from stemsplit.cli import main
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as exited:
@@ -570,7 +570,7 @@ def test_eval_with_a_model_equals_scoring_what_separate_writes(tmp_path, capsys,
     # what `stemsplit separate` writes for the same mixture, scored from its folder
     (tmp_path / "mixes").mkdir()
     shutil.copy(tmp_path / "ref" / "a" / "mixture.wav", tmp_path / "mixes" / "a.wav")
-    from stemsplit.cli.separate import main
+    from stemsplit.cli import main
     with pytest.raises(SystemExit) as exited:
         main(["separate", str(tmp_path / "mixes" / "a.wav"), "-o", str(tmp_path / "sep"),
               "--float32", "--clip-mode", "none", "-q"])

@@ -578,7 +578,7 @@ def test_the_list_answers_without_the_command_line(tmp_path):
     torch or numpy), exactly what the typer command prints."""
     from tests.checkpoints import run_stemsplit_probed
 
-    heavy = ("torch", "numpy", "typer", "rich", "stemsplit.cli")
+    heavy = ("torch", "numpy", "typer", "rich", "stemsplit.cli.app")
     for args in (["models"], ["models", "--json"], ["models", "list"], ["models", "list", "--json"]):
         result, stderr, imported = run_stemsplit_probed(args, cwd=tmp_path, heavy=heavy)
         assert (result.returncode, stderr, imported) == (0, "", set()), args

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
 from stemsplit.models import layers
 from stemsplit.models.demucs import Demucs, center_trim
+from tests import parity
+from tests.parity import assert_close, load_half_state, perturb, run_pair
 
 reference = pytest.importorskip("demucs.demucs")
 
@@ -28,23 +32,11 @@ LENGTHS = [57330, 44100, 1001]
 
 
 def build_pair(kwargs: dict, seed: int = 0):
-    """demucs' model with random weights, and ours with the same state."""
-    torch.manual_seed(seed)
-    ref = reference.Demucs(SOURCES, **kwargs)
-    for name, param in ref.named_parameters():
-        if name.endswith(".scale"):  # make the DConv branches matter
-            param.data.uniform_(0.2, 1.0)
-    ref.eval()
-    ours = Demucs(SOURCES, **kwargs).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours
-
-
-def assert_close(ref_out: torch.Tensor, out: torch.Tensor) -> float:
-    assert out.shape == ref_out.shape
-    diff = (out - ref_out).abs().max().item()
-    assert diff <= 1e-5 * max(1.0, ref_out.abs().max().item()), diff
-    return diff
+    """demucs' model with random weights (the DConv LayerScales from U(0.2, 1), so that the
+    branches matter), and ours with the same state."""
+    return parity.build_pair(partial(reference.Demucs, SOURCES, **kwargs),
+                             partial(Demucs, SOURCES, **kwargs), seed=seed,
+                             randomize=partial(perturb, scales=(0.2, 1.0)))
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -57,9 +49,7 @@ def test_matches_demucs(name):
     for length in lengths:
         assert ours.valid_length(length) == ref.valid_length(length)
         mix = torch.randn(2 if length < 5000 else 1, channels, length)
-        with torch.no_grad():
-            expected = ref(mix.clone())
-            got = ours(mix.clone())
+        expected, got = run_pair(ref, ours, mix)
         assert got.shape == (mix.shape[0], len(SOURCES), channels, length)
         assert_close(expected, got)
 
@@ -74,12 +64,9 @@ def test_valid_length(length):
 
 def test_half_precision_state():
     ref, ours = build_pair(CONFIGS["dconv_attn_lstm_norm"], seed=1)
-    half = {key: value.half() for key, value in ref.state_dict().items()}
-    ref.load_state_dict(dict(half))
-    ours.load_state_dict(dict(half), strict=True)
+    load_half_state(ref, ours)
     mix = torch.randn(1, 2, 6000)
-    with torch.no_grad():
-        assert_close(ref(mix.clone()), ours(mix))
+    assert_close(*run_pair(ref, ours, mix))
 
 
 def test_legacy_key_names():

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
 from stemsplit.models.hdemucs import HDemucs
+from tests import parity
+from tests.parity import assert_close, load_half_state, perturb, run_pair, state_shapes
 
 reference = pytest.importorskip("demucs.hdemucs")
 
@@ -34,24 +38,11 @@ LENGTHS = [57330, 256 * 40, 3001]  # 1.3 s at 44.1 kHz, a multiple of the hop, a
 
 
 def build_pair(kwargs: dict, seed: int = 0):
-    """demucs' model with random weights, and ours with the same state."""
-    torch.manual_seed(seed)
-    ref = reference.HDemucs(SOURCES, **kwargs)
-    # Make the residual branches matter (their LayerScale starts at 1e-4).
-    for name, param in ref.named_parameters():
-        if name.endswith(".scale"):
-            param.data.uniform_(0.2, 1.0)
-    ref.eval()
-    ours = HDemucs(SOURCES, **kwargs).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours
-
-
-def assert_close(ref_out: torch.Tensor, out: torch.Tensor) -> float:
-    assert out.shape == ref_out.shape
-    diff = (out - ref_out).abs().max().item()
-    assert diff <= 1e-5 * max(1.0, ref_out.abs().max().item()), diff
-    return diff
+    """demucs' model with random weights, and ours with the same state. The LayerScales
+    (1e-4 at init) are drawn from U(0.2, 1), so that the residual branches matter."""
+    return parity.build_pair(partial(reference.HDemucs, SOURCES, **kwargs),
+                             partial(HDemucs, SOURCES, **kwargs), seed=seed,
+                             randomize=partial(perturb, scales=(0.2, 1.0)))
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -62,9 +53,7 @@ def test_matches_demucs(name):
     lengths = LENGTHS if name in ("cac", "mix_phase", "multi_freqs") else LENGTHS[1:]
     for length in lengths:
         mix = torch.randn(2 if length < 5000 else 1, channels, length)
-        with torch.no_grad():
-            expected = ref(mix.clone())
-            got = ours(mix.clone())
+        expected, got = run_pair(ref, ours, mix)
         assert got.shape == (mix.shape[0], len(SOURCES), channels, length)
         assert_close(expected, got)
 
@@ -74,18 +63,14 @@ def test_silence_and_valid_length():
     assert ours.valid_length(12345) == 12345
     mix = torch.zeros(1, 2, 4000)
     mix[..., 2000:] = torch.randn(1, 2, 2000)
-    with torch.no_grad():
-        assert_close(ref(mix.clone()), ours(mix))
+    assert_close(*run_pair(ref, ours, mix))
 
 
 def test_half_precision_state():
     ref, ours = build_pair(CONFIGS["attn_lstm_norm"], seed=1)
-    half = {key: value.half() for key, value in ref.state_dict().items()}
-    ref.load_state_dict(half)
-    ours.load_state_dict(half, strict=True)
+    load_half_state(ref, ours)
     mix = torch.randn(1, 2, 9000)
-    with torch.no_grad():
-        assert_close(ref(mix.clone()), ours(mix))
+    assert_close(*run_pair(ref, ours, mix))
 
 
 def test_metadata():
@@ -103,11 +88,9 @@ def test_full_size_hdemucs_mmi():
     kwargs = dict(channels=48, depth=6, dconv_mode=1, dconv_comp=4, dconv_attn=4,
                   dconv_lstm=4, cac=True, hybrid=True)
     ref, ours = build_pair(kwargs)
-    ref_keys = {k: v.shape for k, v in ref.state_dict().items()}
-    assert {k: v.shape for k, v in ours.state_dict().items()} == ref_keys
+    assert state_shapes(ours) == state_shapes(ref)
     mix = torch.randn(1, 2, 44100)
-    with torch.no_grad():
-        assert_close(ref(mix.clone()), ours(mix))
+    assert_close(*run_pair(ref, ours, mix))
 
 
 @pytest.mark.parametrize("channels,iters,residual", [(2, 1, False), (2, 2, True), (1, 1, True),
@@ -124,6 +107,4 @@ def test_wiener_filter_windows_and_silence(channels, iters, residual):
     mags = torch.rand(2, len(SOURCES), channels, 40, 650) * 3
     expected = ref._mask(mix.clone(), mags.clone())
     got = ours._mask(mix.clone(), mags.clone())
-    assert got.shape == expected.shape and got.dtype == expected.dtype
-    diff = (got - expected).abs().max().item()
-    assert diff <= 1e-5 * max(1.0, expected.abs().max().item()), diff
+    assert_close(expected, got, dtype=expected.dtype)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -11,18 +12,11 @@ import torch
 
 from stemsplit.errors import ModelError
 from stemsplit.models.htdemucs import HTDemucs
+from tests import parity
+from tests.parity import assert_close, load_half_state, perturb, run_pair, state_shapes
+from tests.parity import one_thread  # noqa: F401  (autouse: one compute thread)
 
 reference = pytest.importorskip("demucs.htdemucs")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models run fastest on one thread, and a shared 2-core machine makes
-    multi-threaded runs of tiny ops very slow (threads waiting on each other)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 SOURCES_4 = ["drums", "bass", "other", "vocals"]
 SOURCES_6 = SOURCES_4 + ["guitar", "piano"]
@@ -83,26 +77,11 @@ FULL = dict(
 
 
 def build_pair(kwargs: dict, sources: list, seed: int = 0, noise: float = 0.05):
-    """demucs' model with random weights, and ours with the same state."""
-    torch.manual_seed(seed)
-    ref = reference.HTDemucs(list(sources), **kwargs)
-    with torch.no_grad():
-        for name, param in ref.named_parameters():
-            if name.endswith(".scale"):  # make the residual branches matter
-                param.uniform_(0.1, 0.5)
-            elif noise:
-                param.add_(noise * torch.randn_like(param))
-    ref.eval()
-    ours = HTDemucs(list(sources), **kwargs).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours
-
-
-def assert_close(expected: torch.Tensor, got: torch.Tensor) -> float:
-    assert got.shape == expected.shape
-    diff = (got - expected).abs().max().item()
-    assert diff <= 1e-5 * max(1.0, expected.abs().max().item()), diff
-    return diff
+    """demucs' model with random weights (LayerScales from U(0.1, 0.5), so that the residual
+    branches matter; ``noise`` x N(0, 1) on every other parameter), and ours with its state."""
+    return parity.build_pair(lambda: reference.HTDemucs(list(sources), **kwargs),
+                             lambda: HTDemucs(list(sources), **kwargs), seed=seed,
+                             randomize=partial(perturb, scales=(0.1, 0.5), noise=noise))
 
 
 def training_length(kwargs: dict) -> int:
@@ -117,9 +96,7 @@ def test_matches_demucs(name):
     full = training_length(kwargs)
     for batch, length in ((1, full), (2, full // 3 + 5)):  # the short one gets padded
         mix = torch.randn(batch, channels, length)
-        with torch.no_grad():
-            expected = ref(mix.clone())
-            got = ours(mix)
+        expected, got = run_pair(ref, ours, mix)
         assert got.shape == (batch, len(sources), channels, length)
         assert_close(expected, got)
 
@@ -127,12 +104,9 @@ def test_matches_demucs(name):
 def test_fp16_state_as_stored_on_disk():
     kwargs, sources = CONFIGS["bottom_cross_first_6s"]
     ref, ours = build_pair(kwargs, sources, seed=1)
-    half = {key: value.half() for key, value in ref.state_dict().items()}
-    ref.load_state_dict(half)
-    ours.load_state_dict(half)
+    load_half_state(ref, ours)
     mix = torch.randn(1, 2, training_length(kwargs))
-    with torch.no_grad():
-        assert_close(ref(mix.clone()), ours(mix))
+    assert_close(*run_pair(ref, ours, mix))
 
 
 def test_batch_items_are_independent_and_segment_is_writable():
@@ -167,9 +141,7 @@ def test_state_dict_matches_published_layout():
     for kwargs, sources in (({**FULL}, SOURCES_4), ({**FULL}, SOURCES_6)):
         ref = reference.HTDemucs(sources, **kwargs)
         ours = HTDemucs(sources, **kwargs)
-        assert {k: v.shape for k, v in ours.state_dict().items()} == {
-            k: v.shape for k, v in ref.state_dict().items()
-        }
+        assert state_shapes(ours) == state_shapes(ref)
 
 
 def test_sparse_attention_is_refused():
@@ -197,7 +169,4 @@ def test_full_size_one_segment_matches_demucs():
     """The published htdemucs architecture on one 7.8 s segment (about 10-20 s)."""
     ref, ours = build_pair(FULL, SOURCES_4, noise=0.0)
     mix = torch.randn(1, 2, training_length(FULL))
-    with torch.no_grad():
-        expected = ref(mix.clone())
-        got = ours(mix)
-    assert_close(expected, got)
+    assert_close(*run_pair(ref, ours, mix))

@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import time
 import warnings
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from stemsplit.models.mdx23c import MDX23C, chunk_size_for
+from tests import parity
 from tests.oracles import require
+from tests.parity import (
+    assert_close_to_peak,
+    perturb_norms,
+    state_shapes,
+    with_stem_axis,
+)
 
 ORACLE = "audio_separator.separator.uvr_lib_v5.tfc_tdf_v3"
 
@@ -66,42 +74,26 @@ def build_pair(kwargs: dict, seed: int = 0):
     """The oracle with random weights (norm affine parameters and batch-norm running
     statistics made non-trivial) and ours with its state, both in eval mode."""
     tfc = require(ORACLE)
-    torch.manual_seed(seed)
-    ref = tfc.TFC_TDF_net(oracle_config(kwargs), device=torch.device("cpu"))
-    with torch.no_grad():
-        for name, tensor in list(ref.named_parameters()) + list(ref.named_buffers()):
-            if name.endswith("running_mean") or (tensor.dim() == 1 and name.endswith("bias")):
-                tensor.uniform_(-0.3, 0.3)
-            elif name.endswith("running_var") or (tensor.dim() == 1 and name.endswith("weight")):
-                tensor.uniform_(0.5, 1.5)
-    ref.eval()
-    ours = MDX23C(**kwargs).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours
+    return parity.build_pair(
+        partial(tfc.TFC_TDF_net, oracle_config(kwargs), device=torch.device("cpu")),
+        partial(MDX23C, **kwargs), seed=seed, randomize=perturb_norms)
 
 
 def run_oracle(ref, mix: torch.Tensor) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # stft(return_complex=False) is deprecated
         out = ref(mix)
-    if out.dim() == 3:  # audio-separator drops the instrument axis for one target
-        out = out.unsqueeze(1)
-    return out
+    return with_stem_axis(out)  # audio-separator drops the instrument axis for one target
 
 
-def assert_close(ref_out: torch.Tensor, out: torch.Tensor, tolerance: float = 1e-5) -> float:
-    assert out.shape == ref_out.shape
-    assert out.dtype == torch.float32
-    relative = ((out - ref_out).abs().max() / ref_out.abs().max()).item()
-    assert relative <= tolerance, relative
-    return relative
+# Our output is float32, within 1e-5 of the oracle's peak.
+assert_close = partial(assert_close_to_peak, rel=1e-5, dtype=torch.float32)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_state_dict_matches_oracle(name):
     ref, ours = build_pair(CONFIGS[name])
-    theirs = {key: tuple(value.shape) for key, value in ref.state_dict().items()}
-    mine = {key: tuple(value.shape) for key, value in ours.state_dict().items()}
+    theirs, mine = state_shapes(ref), state_shapes(ours)
     assert list(mine) == list(theirs)
     assert mine == theirs
 
@@ -186,7 +178,7 @@ def test_full_size_instvoc_hq():
         out = ours(mix)
         ours_seconds = time.perf_counter() - started
     assert out.shape == (1, 2, 2, HQ_CHUNK)
-    relative = assert_close(expected, out)
+    relative = assert_close(expected, out) / expected.abs().max().item()
     print(f"MDX23C HQ chunk on {torch.get_num_threads()} thread(s): oracle {oracle_seconds:.1f} s, "
           f"ours {ours_seconds:.1f} s, max |diff| {relative:.1e} of the peak")
 

@@ -15,20 +15,19 @@ import pytest
 import torch
 
 from tests.oracles import require
+from tests.parity import assert_close_to_peak, state_shapes, with_stem_axis
 from tests.roformer_models import (
     BS_MODULE,
     KIM_MEL,
     MEL_MODULE,
     VIPERX_BS,
     VIPERX_FREQS_PER_BANDS,
-    assert_close_to_peak,
     build_oracle,
     build_pair,
     load_ours,
     oracle_class,
     oracle_masked_spectrogram,
     our_class,
-    with_stem_axis,
     zfturbo_forward,
 )
 
@@ -76,7 +75,7 @@ def test_bs_matches_oracle_viperx_bands_stereo():
     x = mix(2, 30 * HOP)  # a whole number of hops: audio-separator's length equals ZFTurbo's
     out = ours(x)
     assert out.shape == (2, 1, 2, 30 * HOP)
-    assert_close_to_peak(out, oracle_output(oracle, x))
+    assert_close_to_peak(oracle_output(oracle, x), out)
 
 
 def test_bs_matches_oracle_linear_transformer_two_stems_mono():
@@ -88,7 +87,7 @@ def test_bs_matches_oracle_linear_transformer_two_stems_mono():
     x = mix(1, 24 * HOP)
     out = ours(x)
     assert out.shape == (2, 2, 1, 24 * HOP)
-    assert_close_to_peak(out, oracle_output(oracle, x))
+    assert_close_to_peak(oracle_output(oracle, x), out)
 
 
 @pytest.mark.parametrize("kind", ["bs", "mel"])
@@ -100,14 +99,16 @@ def test_short_window_normalized_stft_matches_oracle(kind):
     kwargs = dict(base, depth=1, stft_win_length=win_length, stft_normalized=True)
     oracle, ours = build_pair(kind, **kwargs)
     x = mix(2, 10 * HOP, batch=1)
-    assert_close_to_peak(ours(x), oracle_output(oracle, x))
+    out = ours(x)
+    assert_close_to_peak(oracle_output(oracle, x), out)
 
 
 def test_bs_mask_estimator_depth_one_has_no_hidden_layer():
     oracle, ours = build_pair("bs", **dict(SMALL_BS, depth=1, mask_estimator_depth=1))
     assert not any(".to_freqs.0.0.2." in key for key in ours.state_dict())
     x = mix(2, 12 * HOP, batch=1)
-    assert_close_to_peak(ours(x), oracle_output(oracle, x))
+    out = ours(x)
+    assert_close_to_peak(oracle_output(oracle, x), out)
 
 
 def test_zfturbo_restatement_matches_oracle():
@@ -115,10 +116,10 @@ def test_zfturbo_restatement_matches_oracle():
     oracle = build_oracle("bs", **dict(SMALL_BS, linear_transformer_depth=1))
     x = mix(2, 12 * HOP)
     restated = zfturbo_forward(oracle, x, mel=False, zero_dc=False)
-    assert_close_to_peak(restated, oracle_output(oracle, x), rel=1e-6)  # layouts differ: rounding
+    assert_close_to_peak(oracle_output(oracle, x), restated, rel=1e-6)  # layouts differ: rounding
     oracle = build_oracle("mel", **SMALL_MEL)
     restated = zfturbo_forward(oracle, x, mel=True, zero_dc=False)
-    assert_close_to_peak(restated, oracle_output(oracle, x), rel=1e-6)
+    assert_close_to_peak(oracle_output(oracle, x), restated, rel=1e-6)
 
 
 def test_bs_skip_connection_as_zfturbo():
@@ -128,7 +129,7 @@ def test_bs_skip_connection_as_zfturbo():
     oracle, ours = build_pair("bs", ours_extra={"skip_connection": True}, **kwargs)
     x = mix(2, 16 * HOP)
     expected = zfturbo_forward(oracle, x, mel=False, skip_connection=True, zero_dc=False)
-    assert_close_to_peak(ours(x), expected)
+    assert_close_to_peak(expected, ours(x))
     assert (expected - oracle_output(oracle, x)).abs().max() > 1e-3  # the option does something
 
 
@@ -143,7 +144,7 @@ def test_bs_output_length_is_input_length():
     expected = torch.istft(spec, **{**istft_kwargs, "length": length}).view(2, 1, 2, length)
     out = ours(x)
     assert out.shape == (2, 1, 2, length)
-    assert_close_to_peak(out, expected)
+    assert_close_to_peak(expected, out)
 
 
 # --- Mel-Band RoFormer -------------------------------------------------------------------
@@ -155,7 +156,7 @@ def test_mel_matches_oracle_60_bands_stereo():
     x = mix(2, length)
     out = ours(x)
     assert out.shape == (2, 1, 2, 25 * HOP)  # iSTFT without length, as ZFTurbo
-    assert_close_to_peak(out, oracle_output(oracle, x))
+    assert_close_to_peak(oracle_output(oracle, x), out)
 
 
 def test_mel_matches_oracle_two_stems_mono_matched_length_expansion_factor():
@@ -183,7 +184,7 @@ def test_mel_matches_oracle_two_stems_mono_matched_length_expansion_factor():
     x = mix(1, length)
     out = ours(x)
     assert out.shape == (2, 2, 1, length)
-    assert_close_to_peak(out, oracle_output(oracle, x))
+    assert_close_to_peak(oracle_output(oracle, x), out)
 
 
 def test_mel_linear_transformer_and_skip_connection_as_zfturbo():
@@ -208,7 +209,7 @@ def test_mel_linear_transformer_and_skip_connection_as_zfturbo():
     )
     x = mix(2, 14 * HOP)
     expected = zfturbo_forward(oracle, x, mel=True, skip_connection=True, zero_dc=False)
-    assert_close_to_peak(ours(x), expected)
+    assert_close_to_peak(expected, ours(x))
 
 
 # --- zero_dc -----------------------------------------------------------------------------
@@ -231,7 +232,7 @@ def test_zero_dc_zeroes_the_dc_bin_before_the_istft(kind):
         istft_kwargs["length"] = length
     expected = torch.istft(spec, **istft_kwargs).view(2, 1, 2, -1)
     out = ours(x)
-    assert_close_to_peak(out, expected)
+    assert_close_to_peak(expected, out)
     without = oracle_output(oracle, x)
     assert (out[..., : without.shape[-1]] - without).abs().max() > 1e-4  # it changes the output
 
@@ -252,8 +253,7 @@ def test_state_dict_keys_and_shapes_equal_the_oracle(kind, kwargs):
     torch.manual_seed(0)
     oracle = oracle_class(kind)(**kwargs)
     ours = our_class(kind)(**kwargs)
-    theirs = {k: tuple(v.shape) for k, v in oracle.state_dict().items()}
-    mine = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    theirs, mine = state_shapes(oracle), state_shapes(ours)
     assert list(mine) == list(theirs)
     assert mine == theirs
     # One rotary table per axis, shared by every layer (the same tensor under many keys).
@@ -344,12 +344,12 @@ def test_weights_given_new_storage_are_still_used():
     oracle, ours = build_pair("mel", **kwargs)
     x = mix(2, 8 * HOP, batch=1)
     expected = oracle_output(oracle, x)
-    assert_close_to_peak(copy.deepcopy(ours)(x), expected)
+    assert_close_to_peak(expected, copy.deepcopy(ours)(x))
     fresh = our_class("mel")(**kwargs, zero_dc=False)
     fresh.load_state_dict(
         {k: v.clone() for k, v in oracle.state_dict().items()}, strict=True, assign=True
     )
-    assert_close_to_peak(fresh(x), expected)
+    assert_close_to_peak(expected, fresh(x))
     with torch.no_grad():  # and an in-place change of one band's hidden weight shows
         ours.mask_estimators[0].to_freqs[3][0][0].weight.mul_(2)
     assert (ours(x) - expected).abs().max() > 1e-4
@@ -383,4 +383,4 @@ def test_full_size_matches_oracle(kind):
     x = mix(2, hops * HOP, batch=1)
     out = ours(x)
     assert out.shape == (1, 1, 2, hops * HOP)
-    assert_close_to_peak(out, oracle_output(oracle, x))
+    assert_close_to_peak(oracle_output(oracle, x), out)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -11,18 +13,11 @@ from stemsplit.models.transformer import (
     sin_embedding_1d,
     sin_embedding_2d,
 )
+from tests import parity
+from tests.parity import assert_close, load_half_state, perturb, run_pair, state_shapes
+from tests.parity import one_thread  # noqa: F401  (autouse: one compute thread)
 
 reference = pytest.importorskip("demucs.transformer")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models run fastest on one thread, and a shared 2-core machine makes
-    multi-threaded runs of tiny ops very slow (threads waiting on each other)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 DIM = 32
 
@@ -44,21 +39,11 @@ CONFIGS = {
 
 
 def build_pair(kwargs: dict, num_layers: int = 3, seed: int = 0):
-    torch.manual_seed(seed)
-    ref = reference.CrossTransformerEncoder(DIM, num_heads=4, num_layers=num_layers, **kwargs)
-    with torch.no_grad():
-        for param in ref.parameters():
-            param.add_(0.3 * torch.randn_like(param))
-    ref.eval()
-    ours = CrossTransformerEncoder(DIM, num_heads=4, num_layers=num_layers, **kwargs).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours
-
-
-def assert_close(expected: torch.Tensor, got: torch.Tensor) -> None:
-    assert got.shape == expected.shape
-    diff = (got - expected).abs().max().item()
-    assert diff <= 1e-5 * max(1.0, expected.abs().max().item()), diff
+    """demucs' encoder with 0.3 x N(0, 1) added to every parameter, and ours with its state."""
+    arguments = dict(num_heads=4, num_layers=num_layers, **kwargs)
+    return parity.build_pair(partial(reference.CrossTransformerEncoder, DIM, **arguments),
+                             partial(CrossTransformerEncoder, DIM, **arguments), seed=seed,
+                             randomize=partial(perturb, noise=0.3))
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -66,18 +51,14 @@ def test_matches_demucs(name):
     ref, ours = build_pair(CONFIGS[name])
     x = torch.randn(2, DIM, 5, 7)  # (batch, channels, freqs, frames)
     xt = torch.randn(2, DIM, 11)  # (batch, channels, steps)
-    with torch.no_grad():
-        expected, expected_t = ref(x.clone(), xt.clone())
-        got, got_t = ours(x, xt)
+    (expected, expected_t), (got, got_t) = run_pair(ref, ours, x, xt)
     assert_close(expected, got)
     assert_close(expected_t, got_t)
 
 
 def test_fp16_state_and_batch_independence():
     ref, ours = build_pair(CONFIGS["published"], num_layers=2)
-    half = {key: value.half() for key, value in ref.state_dict().items()}
-    ref.load_state_dict(half)
-    ours.load_state_dict(half)
+    load_half_state(ref, ours)
     x = torch.randn(2, DIM, 4, 6)
     xt = torch.randn(2, DIM, 9)
     with torch.no_grad():
@@ -102,9 +83,7 @@ def test_state_dict_keys_match_demucs():
     for kwargs in CONFIGS.values():
         ref = reference.CrossTransformerEncoder(DIM, num_heads=4, num_layers=2, **kwargs)
         ours = CrossTransformerEncoder(DIM, num_heads=4, num_layers=2, **kwargs)
-        assert {k: v.shape for k, v in ours.state_dict().items()} == {
-            k: v.shape for k, v in ref.state_dict().items()
-        }
+        assert state_shapes(ours) == state_shapes(ref)
 
 
 @pytest.mark.parametrize("flag", ["sparse_self_attn", "sparse_cross_attn"])

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from stemsplit.families.base import ChunkingRequest
 from stemsplit.families.msst.config import read_config
 from stemsplit.engine import SeparationSettings, separate_tensor
 from stemsplit.loading import load_model
+from tests import parity
 from tests.msst_models import (config_sections, reference_network, write_checkpoint,
                                write_config, zfturbo_separate)
 
@@ -65,10 +67,8 @@ def ours(path: Path, mix: torch.Tensor, request: ChunkingRequest = ChunkingReque
     return stems
 
 
-def assert_close(got: torch.Tensor, expected: torch.Tensor) -> None:
-    assert got.shape == expected.shape
-    difference = (got - expected).abs().max().item()
-    assert difference <= TOLERANCE, difference
+# ZFTurbo's stems first, ours second: within TOLERANCE, absolute.
+assert_close = partial(parity.assert_close, rel=0.0, atol=TOLERANCE)
 
 
 # -- configs, as published ---------------------------------------------------------------
@@ -141,7 +141,7 @@ def test_keys_that_do_nothing_at_inference_are_accepted(tmp_path):
                              linear_transformer_depth=0)
     write_config(path.with_suffix(".yaml"), sections)
     mix = mixture(1.0)
-    assert_close(ours(path, mix), zfturbo_separate(network, mix, sections))
+    assert_close(zfturbo_separate(network, mix, sections), ours(path, mix))
 
 
 # -- checkpoints ---------------------------------------------------------------------------
@@ -149,14 +149,14 @@ def test_keys_that_do_nothing_at_inference_are_accepted(tmp_path):
 def test_checkpoint_wrappings(tmp_path, wrap):
     path, sections, network = make_model(tmp_path, "bs_roformer", seed=4, wrap=wrap)
     mix = mixture(0.5)
-    assert_close(ours(path, mix), zfturbo_separate(network, mix, sections))
+    assert_close(zfturbo_separate(network, mix, sections), ours(path, mix))
 
 
 def test_data_parallel_prefix(tmp_path):
     path, sections, network = make_model(tmp_path, "bs_roformer", seed=5)
     torch.save({f"module.{key}": value for key, value in network.state_dict().items()}, path)
     mix = mixture(0.5)
-    assert_close(ours(path, mix), zfturbo_separate(network, mix, sections))
+    assert_close(zfturbo_separate(network, mix, sections), ours(path, mix))
 
 
 def test_a_pickle_with_code_is_refused(tmp_path):
@@ -189,9 +189,9 @@ def test_config_is_found_beside_the_checkpoint_or_given(tmp_path):
         load_model(weights=moved)
     mix = mixture(0.4)
     expected = zfturbo_separate(network, mix, sections)
-    assert_close(ours(moved, mix, config=path.with_suffix(".yaml")), expected)
+    assert_close(expected, ours(moved, mix, config=path.with_suffix(".yaml")))
     shutil.copy(path.with_suffix(".yaml"), moved.with_name("weights_config.yaml"))
-    assert_close(ours(moved, mix), expected)  # audio-separator's naming
+    assert_close(expected, ours(moved, mix))  # audio-separator's naming
 
 
 def test_family_options_belong_to_their_family(tmp_path):
@@ -211,7 +211,7 @@ def test_bs_roformer_matches_zfturbo_demix(tmp_path, seconds):
     at the border threshold (2 x border = 8 s), a chunk long, and many chunks long."""
     path, sections, network = make_model(tmp_path, "bs_roformer", seed=7, num_overlap=2)
     mix = mixture(seconds, seed=1)
-    assert_close(ours(path, mix), zfturbo_separate(network, mix, sections))
+    assert_close(zfturbo_separate(network, mix, sections), ours(path, mix))
 
 
 @pytest.mark.parametrize("num_overlap,overlap", [(4, None), (2, 4.0), (3, 0.5)])
@@ -223,7 +223,7 @@ def test_overlap_is_the_configs_or_the_users(tmp_path, num_overlap, overlap):
     mix = mixture(5.0, seed=2)
     expected_overlap = {None: num_overlap, 4.0: 4, 0.5: 2}[overlap]
     expected = zfturbo_separate(network, mix, sections, num_overlap=expected_overlap)
-    assert_close(ours(path, mix, ChunkingRequest(overlap=overlap)), expected)
+    assert_close(expected, ours(path, mix, ChunkingRequest(overlap=overlap)))
 
 
 def test_segment_sets_the_chunk_size(tmp_path):
@@ -231,9 +231,9 @@ def test_segment_sets_the_chunk_size(tmp_path):
                                          chunk_size=88200)
     mix = mixture(3.0, seed=3)
     expected = zfturbo_separate(network, mix, sections, chunk_size=44100)
-    assert_close(ours(path, mix, ChunkingRequest(segment_seconds=1.0)), expected)
+    assert_close(expected, ours(path, mix, ChunkingRequest(segment_seconds=1.0)))
     # The Mel-Band RoFormer gives whole hops back: 1.005 s is rounded down to 1 s.
-    assert_close(ours(path, mix, ChunkingRequest(segment_seconds=1.005)), expected)
+    assert_close(expected, ours(path, mix, ChunkingRequest(segment_seconds=1.005)))
 
 
 def test_mdx23c_without_a_target_gives_every_instrument(tmp_path):
@@ -244,7 +244,7 @@ def test_mdx23c_without_a_target_gives_every_instrument(tmp_path):
     assert model.sources == ("vocals", "accompaniment") and model.residual_stem is None
     for seconds in (1.0, 7.5):
         mix = mixture(seconds, seed=4)
-        assert_close(ours(path, mix), zfturbo_separate(network, mix, sections))
+        assert_close(zfturbo_separate(network, mix, sections), ours(path, mix))
 
 
 def test_mdx23c_segment_is_rounded_to_what_the_network_takes(tmp_path):
@@ -261,7 +261,7 @@ def test_normalize_as_zfturbo(tmp_path):
     path, sections, network = make_model(tmp_path, "bs_roformer", seed=12, normalize=True)
     mix = mixture(6.0, seed=5) * 0.3 + 0.05
     got = ours(path, mix)
-    assert_close(got, zfturbo_separate(network, mix, sections))
+    assert_close(zfturbo_separate(network, mix, sections), got)
     torch.testing.assert_close(got.sum(0), mix, atol=1e-6, rtol=0)
 
 
@@ -276,7 +276,7 @@ def test_mono_network(tmp_path):
     path, sections, network = make_model(tmp_path, "bs_roformer", seed=14, model=model_section)
     mix = mixture(2.0, channels=1)
     assert load_model(weights=path).audio_channels == 1
-    assert_close(ours(path, mix), zfturbo_separate(network, mix, sections))
+    assert_close(zfturbo_separate(network, mix, sections), ours(path, mix))
 
 
 # -- the command line, end to end ------------------------------------------------------------
@@ -302,7 +302,7 @@ def test_cli_whole_track_matches_zfturbo(tmp_path, seconds):
     for index, stem in enumerate(("vocals", "accompaniment")):
         data, rate = sf.read(tmp_path / outputs[stem], dtype="float32", always_2d=True)
         assert rate == SAMPLE_RATE
-        assert_close(torch.from_numpy(data.T.copy()), expected[index])
+        assert_close(expected[index], torch.from_numpy(data.T.copy()))
 
 
 def test_named_model_downloads_from_a_mirror_when_the_primary_is_gone(tmp_path, file_server):
@@ -337,7 +337,7 @@ files = [
                      "--clip-mode", "none", "--stem", "vocals", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     data, _ = sf.read(tmp_path / result.stdout.strip(), dtype="float32", always_2d=True)
-    assert_close(torch.from_numpy(data.T.copy()), zfturbo_separate(network, mix, sections)[0])
+    assert_close(zfturbo_separate(network, mix, sections)[0], torch.from_numpy(data.T.copy()))
     info = json.loads(run_cli("models", "info", "tiny_roformer", "--json", cwd=tmp_path,
                               env=env).stdout)
     assert info["model_type"] == "bs_roformer" and info["cached"]
@@ -372,7 +372,7 @@ def test_batch_size_does_not_change_the_stems(tmp_path):
     three = separate_tensor(mix, model.engine_networks(), SAMPLE_RATE,
                             SeparationSettings(batch_size=3))
     torch.testing.assert_close(one, three, atol=1e-6, rtol=0)
-    assert_close(torch.cat([one, (mix - one[0])[None]]), zfturbo_separate(network, mix, sections))
+    assert_close(zfturbo_separate(network, mix, sections), torch.cat([one, (mix - one[0])[None]]))
 
 
 def test_without_overlap_the_fade_zeros_are_the_references(tmp_path):
@@ -381,7 +381,7 @@ def test_without_overlap_the_fade_zeros_are_the_references(tmp_path):
                                          chunk_size=88200)
     mix = mixture(5.0, seed=9)
     got, expected = ours(path, mix), zfturbo_separate(network, mix, sections)
-    assert_close(got, expected)
+    assert_close(expected, got)
     assert got[0, :, 88199].abs().max() == 0 and got[0, :, 88200].abs().max() == 0
 
 
@@ -401,7 +401,7 @@ def test_cli_config_model_type_and_overlap_flags(tmp_path):
     assert result.returncode == 0, result.stderr
     data, _ = sf.read(tmp_path / result.stdout.strip(), dtype="float32", always_2d=True)
     expected = zfturbo_separate(network, mix, sections, num_overlap=4)[0]
-    assert_close(torch.from_numpy(data.T.copy()), expected)
+    assert_close(expected, torch.from_numpy(data.T.copy()))
     missing = run_cli("song.wav", "--weights", str(path), cwd=tmp_path)
     assert missing.returncode == 1 and "no config found beside it" in missing.stderr
     assert "hint: give it with --config" in missing.stderr

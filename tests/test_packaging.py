@@ -42,7 +42,7 @@ def test_wheel_ships_weights_toml_and_entry_point(tmp_path):
     assert "Name: stemsplit-cli" in headers and "Requires-Python: >=3.10" in headers
     requires = [line.split(":", 1)[1].strip() for line in headers
                 if line.startswith("Requires-Dist:")]
-    assert not any(r.startswith("ffmpeg-python") for r in requires)  # argv lists, in audio.py
+    assert not any(r.startswith("ffmpeg-python") for r in requires)  # argv lists, in stemsplit/audio/
     assert any(re.fullmatch(r"tomli>=[\d.]+; python_version < ['\"]3\.11['\"]", r)
                for r in requires), requires
 

@@ -27,7 +27,7 @@ from .locations import OfflinePolicy, as_policy, url_folder
 from .locks import file_lock
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..registry import ModelFile
+    from ..specs import ModelFile
 
 ProgressCallback = Callable[[str, int, "int | None"], None]
 """``progress(filename, bytes_done, bytes_total)``; ``bytes_total`` is None when unknown."""

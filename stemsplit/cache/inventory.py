@@ -19,7 +19,7 @@ from .locations import hf_cache_dir, url_folder
 from .locks import file_lock
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..registry import ModelFile, ModelSpec
+    from ..specs import ModelFile, ModelSpec
 
 
 @dataclass

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import settings
+
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 
 TRUE_VALUES = frozenset({"1", "ON", "YES", "TRUE"})
@@ -44,8 +46,7 @@ def torch_hub_checkpoints_dir() -> Path:
 
 def stemsplit_cache_dir() -> Path:
     """``$STEMSPLIT_CACHE``, default ``$XDG_CACHE_HOME/stemsplit``: everything not on the Hub."""
-    value = os.environ.get("STEMSPLIT_CACHE")
-    return expand_path(value) if value else expand_path(_xdg_cache()) / "stemsplit"
+    return settings.cache_dir() or expand_path(_xdg_cache()) / "stemsplit"
 
 
 def url_files_dir() -> Path:
@@ -108,7 +109,7 @@ def offline_policy(offline: bool | None = None) -> OfflinePolicy:
             return OfflinePolicy(f"{variable} is set")
     if offline is False:
         return OfflinePolicy()
-    if _truthy("STEMSPLIT_OFFLINE"):
+    if settings.offline():
         return OfflinePolicy("STEMSPLIT_OFFLINE is set")
     return OfflinePolicy("--offline" if offline else "")
 

@@ -13,6 +13,6 @@ from __future__ import annotations
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: ``stemsplit FILE...`` means ``stemsplit separate FILE...``."""
-    from .separate import main as run
+    from .app import main as run
 
     run(argv)

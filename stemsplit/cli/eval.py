@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from ..errors import OutputError, UsageError
-from .terminal import ProgressDisplay, complete_model, install_log_handler, run_command, stderr
+from .. import settings
+from .terminal import (ProgressDisplay, complete_model, install_log_handler, prepare_process,
+                       run_command, stderr)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..evaluation import EvaluationReport, TrackScore
@@ -35,7 +37,6 @@ class EvalProgress(ProgressDisplay):
         self.progress = None
         self.overall = None
         self.current = None
-        self.downloads: dict[str, object] = {}
         if not quiet and stderr.is_terminal:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeElapsedColumn)
@@ -83,13 +84,6 @@ class EvalProgress(ProgressDisplay):
             count = len(score.stems)
             self.message(f"scored {score.track} ({count} stem{'s' if count != 1 else ''}, "
                          f"{audio_seconds:.1f} s of audio, in {score.seconds_taken:.1f} s)")
-
-    def download_progress(self, filename: str, done: int, total: int | None) -> None:
-        if self.progress is None:
-            return
-        if filename not in self.downloads:
-            self.downloads[filename] = self.progress.add_task(f"download {filename}", total=total)
-        self.progress.update(self.downloads[filename], completed=done, total=total)
 
 
 # -- output ------------------------------------------------------------------------------
@@ -186,19 +180,20 @@ def _write_csv(report: "EvaluationReport", target: str) -> None:
 
 # -- the command -----------------------------------------------------------------------
 def _evaluate(
-    reference_dir: Path, estimates_dir: Optional[Path], *, model: Optional[str],
-    name: Optional[str], weights: Optional[Path], out: Optional[Path], force: bool,
-    metrics: str, tracks: Optional[List[str]], two_stems: Optional[str], device: str,
+    reference_dir: Path, estimates_dir: Optional[Path], *, model: Optional[List[str]],
+    name: Optional[List[str]], ensemble: Optional[str], ensemble_weights: Optional[str],
+    weights: Optional[Path], out: Optional[Path], force: bool,
+    metrics: str, tracks: Optional[List[str]], two_stems: Optional[str], device: Optional[str],
     jobs: int, segment: Optional[float], overlap: Optional[float], shifts: int, seed: int,
     batch_size: int, offline: bool, as_json: bool, csv_path: Optional[str], quiet: bool,
 ) -> int:
     from .. import evaluation
 
+    from .separate import model_names
+
     chosen_metrics = evaluation.parse_metrics(metrics)
-    if model and name and model != name:
-        raise UsageError(f"--model {model} and -n {name} disagree")
-    model_name = model or name
-    with_model = model_name is not None or weights is not None
+    names = model_names(model, name)
+    with_model = bool(names) or weights is not None
     if with_model and estimates_dir is not None:
         raise UsageError("give ESTIMATES_DIR or -n MODEL, not both",
                          hint="ESTIMATES_DIR scores stems written before; -n separates the mixtures now")
@@ -207,7 +202,9 @@ def _evaluate(
             raise UsageError("give ESTIMATES_DIR, or -n MODEL to separate the mixtures and score them")
         given = [flag for flag, value in (("-o", out), ("--two-stems", two_stems),
                                           ("--segment", segment), ("--overlap", overlap),
-                                          ("--shifts", shifts or None), ("--force", force or None))
+                                          ("--shifts", shifts or None), ("--force", force or None),
+                                          ("--ensemble", ensemble),
+                                          ("--ensemble-weights", ensemble_weights))
                  if value is not None]
         if given:
             raise UsageError(f"{', '.join(given)}: only with -n MODEL (separating the mixtures)")
@@ -220,8 +217,8 @@ def _evaluate(
     with EvalProgress(quiet) as progress:
         if with_model:
             report = _evaluate_with_model(
-                reference_dir, chosen_metrics, progress, model_name=model_name or
-                os.environ.get("STEMSPLIT_MODEL") or None, weights=weights, out=out,
+                reference_dir, chosen_metrics, progress, names=names, ensemble=ensemble,
+                ensemble_weights=ensemble_weights, weights=weights, out=out,
                 force=force, tracks=tracks, two_stems=two_stems, device=device, jobs=jobs,
                 segment=segment, overlap=overlap, shifts=shifts, seed=seed,
                 batch_size=batch_size, offline=offline)
@@ -246,35 +243,38 @@ def _evaluate(
 
 
 def _evaluate_with_model(reference_dir: Path, metrics, progress: EvalProgress, *,
-                         model_name: Optional[str], weights: Optional[Path],
+                         names: List[str], ensemble: Optional[str],
+                         ensemble_weights: Optional[str], weights: Optional[Path],
                          out: Optional[Path], force: bool, tracks: Optional[List[str]],
-                         two_stems: Optional[str], device: str, jobs: int,
+                         two_stems: Optional[str], device: Optional[str], jobs: int,
                          segment: Optional[float], overlap: Optional[float], shifts: int,
                          seed: int, batch_size: int, offline: bool) -> "EvaluationReport":
-    from ..allocator import keep_freed_memory
-    keep_freed_memory()  # before torch and its threads, as `separate` does
-    from .. import evaluation, pipeline
-    from ..engine import SeparationSettings
-    from ..families.base import ChunkingRequest
-    from ..loading import load_model
+    """Separate each mixture with the model, preset or ensemble ``names`` ask for (or
+    ``--weights``) and score it, as ``stemsplit separate`` would separate it."""
+    from .. import evaluation
+    from ..registry import load_registry
+    from ..resolve import resolve
+    from ..stem_plan import StemSelection
 
-    import torch
-    if jobs > 0:
-        torch.set_num_threads(jobs)
-    try:
-        settings = SeparationSettings(shifts=shifts, seed=seed, batch_size=batch_size)
-    except ValueError as error:
-        raise UsageError(str(error))
-    chunking = ChunkingRequest(segment_seconds=segment, overlap=overlap)
-    selection = pipeline.StemSelection(two_stems=two_stems)
+    registry = load_registry()
+    recipe = resolve(names or None, weights=weights, algorithm=ensemble,
+                     ensemble_weights=ensemble_weights, registry=registry)
+    selection = StemSelection(two_stems=two_stems)
+    member_sources = recipe.member_sources(registry)
+    if member_sources is not None:
+        selection.plan(member_sources, recipe.models)  # a stem no model gives: now
     evaluation.find_reference_tracks(reference_dir)  # a wrong folder fails before the model loads
-    loaded = load_model(model_name, weights=weights, offline=True if offline else None,
-                        device=pipeline.resolve_device(device),
-                        progress=progress.download_progress)
-    loaded.engine_networks(chunking)  # rejects a bad --segment or --overlap before any work
-    return evaluation.evaluate_with_model(
-        reference_dir, loaded, metrics, settings=settings, chunking=chunking,
-        selection=selection, out_dir=out, force=force, tracks=tracks, observer=progress)
+    prepare_process(jobs)
+    from ..separator import Separator
+
+    with Separator(recipe, device=device or settings.device(), shifts=shifts, seed=seed,
+                   overlap=overlap, segment_seconds=segment, batch_size=batch_size,
+                   offline=True if offline else None,
+                   download_progress=progress.download_progress) as separator:
+        return evaluation.evaluate_with_model(
+            reference_dir, separator.model, metrics, settings=separator.settings,
+            chunking=separator.chunking, selection=selection, out_dir=out, force=force,
+            tracks=tracks, observer=progress)
 
 
 def eval_command(
@@ -285,13 +285,15 @@ def eval_command(
     metrics: str = typer.Option(_DEFAULT_METRICS, "--metrics", metavar="LIST",
                                 help="Comma-separated: sdr (global SDR over the whole track, as the music demixing challenges and MVSEP compute it), si_sdr (scale-invariant SDR), bss_v4 (museval's BSSEval v4 SDR/SIR/ISR/SAR, median over 1 s frames; needs `pip install \"stemsplit-cli[eval]\"` and holds a track's stems in memory, museval's way; sdr and si_sdr are read in blocks)."),
     tracks: Optional[List[str]] = typer.Option(None, "--track", metavar="NAME", help="Score only this reference track (repeatable)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Separate every mixture with this model (see `stemsplit models`) and score the stems.", autocompletion=complete_model),
-    name: Optional[str] = typer.Option(None, "-n", "--name", help="Same as --model.", autocompletion=complete_model),
+    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Separate every mixture with this model or preset (see `stemsplit models`) and score the stems. Repeat for an ensemble (-n A -n B).", autocompletion=complete_model),
+    name: Optional[List[str]] = typer.Option(None, "-n", "--name", help="Same as --model.", autocompletion=complete_model),
+    ensemble: Optional[str] = typer.Option(None, "--ensemble", metavar="ALGORITHM", help="With several -n or a preset: how the ensemble combines its models' stems, as for `stemsplit separate`."),
+    ensemble_weights: Optional[str] = typer.Option(None, "--ensemble-weights", metavar="W1,W2,...", help="With several -n or a preset: one weight per model, as for `stemsplit separate`."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Separate with a local checkpoint (as `stemsplit separate --weights`)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="With -n: keep the stems, as 32-bit float wav, in DIR/<model>/<track>/<stem>.wav (default: a temporary folder, deleted)."),
     force: bool = typer.Option(False, "--force", "-f", help="With -o: separate again tracks whose stems exist there (otherwise they are scored as found)."),
     two_stems: Optional[str] = typer.Option(None, "--two-stems", metavar="STEM", help="With -n: only STEM and its complement (accompaniment for vocals, else no_STEM)."),
-    device: str = typer.Option(os.environ.get("STEMSPLIT_DEVICE", "auto"), "-d", "--device", help="With -n: auto, cpu, cuda or mps."),
+    device: Optional[str] = typer.Option(None, "-d", "--device", help="With -n: auto, cpu, cuda or mps (default: $STEMSPLIT_DEVICE, else auto).", show_default=False),
     jobs: int = typer.Option(0, "-j", "--jobs", help="With -n: CPU threads for the networks (0 = all cores)."),
     segment: Optional[float] = typer.Option(None, "--segment", help="With -n: chunk length in seconds (default: the model's)."),
     overlap: Optional[float] = typer.Option(None, "--overlap", help="With -n: how much chunks overlap, as for `stemsplit separate` (default: the model's)."),

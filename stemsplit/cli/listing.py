@@ -16,7 +16,8 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..registry import ModelSpec, Registry
+    from ..registry import Registry
+    from ..specs import ModelSpec
 
 
 class PlainTable:

@@ -19,7 +19,8 @@ from .terminal import (ProgressDisplay, complete_model, install_log_handler, rep
                        run_command, stderr)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..registry import ModelSpec, Registry
+    from ..registry import Registry
+    from ..specs import ModelSpec
 
 
 models_app = typer.Typer(
@@ -216,7 +217,6 @@ class DownloadBars(ProgressDisplay):
 
     def __init__(self, quiet: bool) -> None:
         self.progress = None
-        self.tasks: dict[str, object] = {}
         if not quiet and stderr.is_terminal:
             from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                                        TimeRemainingColumn, TransferSpeedColumn)
@@ -226,12 +226,10 @@ class DownloadBars(ProgressDisplay):
                 redirect_stdout=False, redirect_stderr=False,
             )
 
+    download_label = "{filename}"
+
     def __call__(self, filename: str, done: int, total: int | None) -> None:
-        if self.progress is None:
-            return
-        if filename not in self.tasks:
-            self.tasks[filename] = self.progress.add_task(filename, total=total)
-        self.progress.update(self.tasks[filename], completed=done, total=total)
+        self.download_progress(filename, done, total)
 
 
 def _download_one(spec: "ModelSpec", bars: DownloadBars) -> list:

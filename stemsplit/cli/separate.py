@@ -1,17 +1,17 @@
-"""The command line: parse, report progress on stderr, map errors to exit codes.
+"""``stemsplit separate`` and ``stemsplit batch``: their options, and the run they start.
 
-Only this module touches the terminal. stdout carries results alone (one output path per
+The flags are turned into a ``Recipe`` (``resolve``), output options and a stem selection,
+all checked before any work; a rerun whose outputs exist is answered without torch
+(``plan.finished_tracks``); otherwise a ``Separator`` loads the models and
+``batch.separate_items`` runs the tracks. stdout carries results alone (one output path per
 line, or ``--json``); messages and progress go to stderr, progress bars only when stderr is
 a terminal. torch is imported only once a command runs, so ``--help`` stays fast.
-
-Exit codes: 0 success, 1 an input or model failed, 2 usage, 130 Ctrl-C, 143 SIGTERM.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -19,31 +19,14 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 import typer
 
-from .. import __version__
+from .. import settings
 from ..errors import UsageError
-from .eval import eval_command
 from ..families import all_families
-from .models import models_app
-from .terminal import (ProgressDisplay, complete_for_implicit_separate, complete_model,
-                       install_log_handler, run_command, stderr)
+from .terminal import (ProgressDisplay, complete_model, prepare_process, print_json_line,
+                       run_command, stderr)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..pipeline import TrackResult
-
-COMMANDS = ("separate", "batch", "models", "eval")
-
-app = typer.Typer(
-    add_completion=True,
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    help="Split songs into stems (drums, bass, other, vocals, ...).\n\n"
-    "stemsplit FILE... separates files (the 'separate' command is implied);\n"
-    "stemsplit batch DIR separates every audio file in a folder;\n"
-    "stemsplit models lists the models;\n"
-    "stemsplit eval REFERENCE_DIR ESTIMATES_DIR scores stems against references.",
-)
-
 
 class ClipMode(str, Enum):
     rescale = "rescale"
@@ -59,7 +42,7 @@ class OtherMethod(str, Enum):
 
 
 def _ensemble_algorithms() -> tuple[str, ...]:
-    from ..registry import ENSEMBLE_ALGORITHMS
+    from ..specs import ENSEMBLE_ALGORITHMS
 
     return ENSEMBLE_ALGORITHMS
 
@@ -67,20 +50,6 @@ def _ensemble_algorithms() -> tuple[str, ...]:
 EnsembleAlgorithm = Enum("EnsembleAlgorithm", {name: name for name in _ensemble_algorithms()},
                          type=str)
 """``--ensemble``: how an ensemble combines its models' stems (see ensemble.py)."""
-
-
-def _version_callback(value: bool) -> None:
-    if value:
-        typer.echo(f"stemsplit {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main_options(
-    version: bool = typer.Option(False, "--version", callback=_version_callback,
-                                 is_eager=True, help="Print the version and exit."),
-) -> None:
-    """Split songs into stems."""
 
 
 # -- reporting -------------------------------------------------------------------------
@@ -150,16 +119,6 @@ class TerminalObserver(ProgressDisplay):
         return (f"{self.files_done}/{self.files_total} files, "
                 f"{self.audio_seconds_done / 60:.1f} min of audio")
 
-    def download_progress(self, filename: str, done: int, total: int | None) -> None:
-        if self.progress is None:
-            return
-        key = ("download", filename)
-        tasks = getattr(self, "_downloads", {})
-        self._downloads = tasks
-        if key not in tasks:
-            tasks[key] = self.progress.add_task(f"download {filename}", total=total)
-        self.progress.update(tasks[key], completed=done, total=total)
-
 
 def _emit_results(results: list["TrackResult"], model_name: str, as_json: bool) -> None:
     if as_json:
@@ -175,44 +134,12 @@ def _emit_results(results: list["TrackResult"], model_name: str, as_json: bool) 
 
 
 # -- shared option handling -------------------------------------------------------------
-def _choose_model(model: Optional[List[str]], name: Optional[List[str]], stems: Optional[int],
-                  two_stems: Optional[str]) -> tuple[Optional[List[str]], Optional[str]]:
-    """Resolve --model/-n (repeated, or a preset, for an ensemble) and --stems into (model
-    names or None, two_stems)."""
-    from ..registry import load_registry
-
+def model_names(model: Optional[List[str]], name: Optional[List[str]]) -> List[str]:
+    """--model and -n (each repeatable): the same list, given with either."""
     if model and name and list(model) != list(name):
         raise UsageError(f"--model {' '.join(model)} and -n {' '.join(name)} disagree",
                          hint="name the models with one of them (repeated for an ensemble)")
-    environment = os.environ.get("STEMSPLIT_MODEL")
-    chosen = list(model or name or []) or ([environment] if environment else None)
-    if stems is None:
-        return chosen, two_stems
-    registry = load_registry()
-    counts = sorted({2, *registry.stems_models})
-    if stems not in counts:
-        raise UsageError(f"--stems {stems}: choose {', '.join(map(str, counts[:-1]))} or {counts[-1]}")
-    if stems == 2:
-        if two_stems and two_stems != "vocals":
-            raise UsageError("--stems 2 means --two-stems vocals; give only one of them")
-        return chosen, "vocals"
-    if two_stems:
-        raise UsageError(f"--stems {stems} and --two-stems contradict each other")
-    if chosen is None:
-        return [registry.stems_models[stems]], None
-    members = [member for label in chosen for member in
-               (registry.preset(label).models if registry.preset(label) else [label])]
-    if len(members) > 1:  # an ensemble gives every stem one of its models gives
-        given = list(dict.fromkeys(s for member in members for s in registry.get(member).stems))
-        if len(given) != stems:
-            raise UsageError(f"the ensemble gives {len(given)} stems ({', '.join(given)}), "
-                             f"not {stems}", hint="drop --stems")
-        return chosen, None
-    spec = registry.get(chosen[0])
-    if len(spec.stems) != stems:
-        raise UsageError(f"model {spec.name} gives {len(spec.stems)} stems, not {stems}",
-                         hint=f"drop --stems, or use --model {registry.stems_models[stems]}")
-    return chosen, None
+    return list(model or name or [])
 
 
 SeparateInputs = typer.Argument(..., help="Audio or video files to separate.",
@@ -247,13 +174,18 @@ def _separate_inputs(
         raise UsageError("--int24/--float32 do not apply to --mp3")
     if float32 and flac:
         raise UsageError("--float32 applies to wav only (flac is 16 or 24 bit)")
-    model_names, two_stems = _choose_model(model, name, stems, two_stems)
+    from ..registry import load_registry
+    from ..resolve import choose_by_stem_count, resolve
+
+    registry = load_registry()
+    names, two_stems = choose_by_stem_count(model_names(model, name), stems, two_stems, registry)
     to_stdout = str(out) == "-"
     if to_stdout and (as_json or batch):
         raise UsageError("-o - writes audio to stdout; it takes one input, without --json")
     if sum(str(track) == "-" for track in inputs) > 1 or (to_stdout and len(inputs) != 1):
         raise UsageError("stdin ('-') and -o - take exactly one input")
-    from ..plan import OutputOptions, StemSelection
+    from ..plan import OutputOptions
+    from ..stem_plan import StemSelection
     options = OutputOptions(
         out_dir=out, filename=filename, format="mp3" if mp3 else "flac" if flac else "wav",
         bits=24 if int24 else 16, float32=float32, mp3_bitrate=mp3_bitrate,
@@ -262,36 +194,28 @@ def _separate_inputs(
     )
     selection = StemSelection(two_stems=two_stems, other_method=other_method.value,
                               only=tuple(stem) if stem else None)
-    finished = _finished_before_loading(
-        inputs, model_names, options, selection, weights=weights, device=device,
-        ensemble=ensemble is not None or ensemble_weights is not None,
-        family_options=family_options, shifts=shifts, batch_size=batch_size,
-        segment=segment, overlap=overlap)
-    if finished is not None:  # a rerun with nothing left to do: no torch, no model
-        return _report_finished(*finished, batch=batch, as_json=as_json, quiet=quiet)
+    # What to load, checked against the registry (its stems included) before any work.
+    recipe = resolve(names or None, weights=weights, algorithm=getattr(ensemble, "value", ensemble),
+                     ensemble_weights=ensemble_weights, registry=registry)
+    member_sources = recipe.member_sources(registry)
+    if member_sources is not None:
+        selection.plan(member_sources, recipe.models)
+    device = device or settings.device()
+    if _nothing_changes_the_outputs(recipe, family_options, shifts=shifts,
+                                    batch_size=batch_size, segment=segment, overlap=overlap):
+        from ..plan import finished_tracks
+        finished = finished_tracks(inputs, model_name=recipe.name, member_sources=member_sources,
+                                   selection=selection, options=options)
+        if finished is not None:  # a rerun with nothing left to do: no torch, no model
+            if device not in ("auto", "cpu"):  # an unavailable device is refused, as ever
+                from ..loading import resolve_device
+                resolve_device(device)
+            return _report_finished(recipe.name, finished, batch=batch, as_json=as_json,
+                                    quiet=quiet)
 
-    from ..allocator import keep_freed_memory
-    keep_freed_memory()  # before torch and the worker threads; see allocator.py
-    recipe = _ensemble_recipe(model_names or [], ensemble, ensemble_weights, weights,
-                              two_stems, other_method.value, tuple(stem) if stem else None)
-    from .. import pipeline  # torch is imported from here on
-    from ..batch import (BatchItem, available_memory_bytes, choose_parallel, plan_jobs,
-                        run_jobs, track_memory_bytes)
-    from ..engine import SeparationSettings
-    from ..families.base import ChunkingRequest
-    from ..loading import load_model
-
-    import torch
-    if jobs > 0:
-        torch.set_num_threads(jobs)
-    try:
-        settings = SeparationSettings(shifts=shifts, seed=seed, batch_size=batch_size)
-    except ValueError as error:
-        raise UsageError(str(error))
-    chunking = ChunkingRequest(segment_seconds=segment, overlap=overlap)
-    def print_json_line(result: "TrackResult") -> None:
-        sys.stdout.write(json.dumps(_result_document(result)) + "\n")
-        sys.stdout.flush()
+    prepare_process(jobs)  # torch is imported from here on
+    from ..batch import separate_items
+    from ..separator import Separator
 
     def print_paths(result: "TrackResult") -> None:
         if result.status == "done":
@@ -300,103 +224,47 @@ def _separate_inputs(
 
     on_result = None
     if batch:
-        on_result = print_json_line if as_json else print_paths
+        on_result = _print_json_line if as_json else print_paths
     with TerminalObserver(quiet, on_result=on_result) as observer:
-        if recipe is not None:
-            loaded = _load_ensemble(recipe, offline, pipeline.resolve_device(device),
-                                    observer.download_progress, family_options or {})
-        else:
-            loaded = load_model(
-                model_names[0] if model_names else None, weights=weights,
-                offline=True if offline else None, device=pipeline.resolve_device(device),
-                progress=observer.download_progress, options=family_options,
-            )
-        # Rejects a bad --segment or --overlap before any work.
-        networks = loaded.engine_networks(chunking)
-
-        def make_job(item) -> "pipeline.TrackJob":
-            if not isinstance(item, BatchItem):
-                item = BatchItem(Path(item))
-            source = sys.stdin.buffer if str(item.path) == "-" else item.path
-            return pipeline.TrackJob(
-                source, loaded, settings=settings, chunking=chunking,
-                selection=selection, options=options, relative_dir=item.relative_dir)
-
-        planned = plan_jobs(inputs, make_job)
-        to_run = sum(job.skipped() is None for job in planned)
-        threads = torch.get_num_threads()
-        segment_frames = max(network.segment_length for network in networks)
-        at_once = choose_parallel(
-            parallel, tracks=to_run, threads=threads, device_type=loaded.device.type,
-            torch_networks=not loaded.runs_outside_torch, memory_bytes=available_memory_bytes(),
-            per_track_bytes=track_memory_bytes(segment_frames, batch_size))
-        observer.batch_started(len(planned))
-        summary = run_jobs(planned, observer, fail_fast=fail_fast, parallel=at_once,
-                           threads=threads)
+        separator = Separator(recipe, device=device, shifts=shifts, seed=seed, overlap=overlap,
+                              segment_seconds=segment, batch_size=batch_size,
+                              offline=True if offline else None,
+                              download_progress=observer.download_progress,
+                              **(family_options or {}))
+        summary = separate_items(
+            inputs, separator.model, settings=separator.settings, chunking=separator.chunking,
+            selection=selection, options=options, observer=observer, parallel=parallel,
+            fail_fast=fail_fast, stdin=sys.stdin.buffer)
     if batch:
         _print_summary(summary, quiet)
     elif not to_stdout:
-        _emit_results(summary.results, loaded.name, as_json)
+        _emit_results(summary.results, separator.name, as_json)
     return 1 if summary.failed else 0
 
 
-def _finished_before_loading(
-    inputs: list, model_names: Optional[List[str]], options: Any, selection: Any, *,
-    weights: Optional[Path], device: str, ensemble: bool, family_options: Optional[dict],
-    shifts: int, batch_size: int, segment: Optional[float], overlap: Optional[float],
-) -> Optional[tuple[str, list]]:
-    """(the model's name, every input's 'skipped' result) when all the outputs of a run
-    exist already and that can be told without torch or the model: from the registry's
-    name and stems of a published model, and the output options. None otherwise, and the
-    run goes on as ever (the model is loaded, then each track is skipped or separated).
-
-    Only for one model named from the registry: with ``--weights`` the model may name
-    itself and its stems after the file, a family's own option may change its stems, and
-    an ensemble names its outputs itself; and only when nothing the loaded model would check
-    (``--segment``, an ``--overlap`` no network takes, ``--shifts``/``--batch-size``, the
-    registry entry) could make the real run refuse to start.
-    """
-    if options.force or options.stream is not None or weights is not None or ensemble:
-        return None
-    if model_names is not None and len(model_names) != 1:
-        return None
+def _nothing_changes_the_outputs(recipe: Any, family_options: Optional[dict], *, shifts: int,
+                                 batch_size: int, segment: Optional[float],
+                                 overlap: Optional[float]) -> bool:
+    """Whether a rerun whose outputs all exist may be reported skipped without torch or the
+    model: only for published models (with ``--weights`` the model may name itself and its
+    stems after the file, and a family's own option may change its stems), and only when
+    nothing the loaded model would check (``--segment``, an ``--overlap`` no network takes,
+    ``--shifts``/``--batch-size``) could make the real run refuse to start."""
+    if recipe.local_weights is not None:
+        return False
     if any(value is not None and value is not False for value in (family_options or {}).values()):
-        return None
+        return False
     if segment is not None or shifts < 0 or batch_size < 1:
-        return None
-    if overlap is not None and not (0 <= overlap < 1
-                                    or (overlap >= 2 and float(overlap).is_integer())):
-        return None
-    from ..errors import StemsplitError
-    from ..plan import finished_tracks
-    from ..registry import load_registry
-
-    try:
-        spec = load_registry().get(model_names[0] if model_names else None)
-        if spec.unsupported:
-            return None
-        results = finished_tracks(inputs, model_name=spec.name, sources=spec.stems,
-                                  selection=selection, options=options)
-    except StemsplitError:  # the real run reports it, as ever
-        return None
-    if results is None:
-        return None
-    if device not in ("auto", "cpu"):  # an unavailable device is refused, as ever
-        from ..pipeline import resolve_device
-        resolve_device(device)
-    return spec.name, results
+        return False
+    return overlap is None or 0 <= overlap < 1 or (overlap >= 2 and float(overlap).is_integer())
 
 
 def _report_finished(model_name: str, results: list, *, batch: bool, as_json: bool,
                      quiet: bool) -> int:
-    """Report the results of ``_finished_before_loading`` as a run that skipped them."""
+    """Report the results of ``finished_tracks`` as a run that skipped them."""
     from ..plan import BatchSummary
 
-    def print_json_line(result: "TrackResult") -> None:
-        sys.stdout.write(json.dumps(_result_document(result)) + "\n")
-        sys.stdout.flush()
-
-    with TerminalObserver(quiet, on_result=print_json_line if batch and as_json else None) \
+    with TerminalObserver(quiet, on_result=_print_json_line if batch and as_json else None) \
             as observer:
         observer.batch_started(len(results))
         for result in results:
@@ -408,50 +276,8 @@ def _report_finished(model_name: str, results: list, *, batch: bool, as_json: bo
     return 0
 
 
-def _ensemble_recipe(names: List[str], algorithm: Optional[str], weights_text: Optional[str],
-                     weights: Optional[Path], two_stems: Optional[str], other_method: str,
-                     only: Optional[tuple]) -> Any:
-    """The ensemble that several -n (or a preset) ask for, checked before any work (its
-    stems included: a stem no model gives is a usage error); None for one model."""
-    from ..ensemble import parse_weights, plan_stems, recipe_sources, resolve_ensemble
-    from ..registry import load_registry
-
-    registry = load_registry()
-    recipe = resolve_ensemble(
-        names, registry, algorithm=getattr(algorithm, "value", algorithm),
-        weights=parse_weights(weights_text) if weights_text is not None else None)
-    if recipe is None:
-        return None
-    if weights is not None:
-        raise UsageError("--weights runs one local checkpoint; it does not join an ensemble")
-    plan_stems(recipe_sources(recipe, registry), recipe.models, two_stems=two_stems,
-               other_method=other_method, only=only)
-    return recipe
-
-
-def _load_ensemble(recipe, offline: bool, device, progress, family_options: dict) -> Any:
-    """Every model of the ensemble, loaded once; each gets the family options its own
-    family reads (one that none of them reads is a usage error)."""
-    from ..ensemble import Ensemble
-    from ..families import family_named
-    from ..loading import load_model
-    from ..registry import load_registry
-
-    registry = load_registry()
-    families = [family_named(registry.get(model).family) for model in recipe.models]
-    owned = {option.name for family in families for option in family.options}
-    for family in all_families():
-        for option in family.options:
-            if option.is_set(family_options.get(option.name)) and option.name not in owned:
-                raise UsageError(f"{option.flag} applies to {family.display} models; the "
-                                 f"ensemble {recipe.name} has none")
-    members = []
-    for model, family in zip(recipe.models, families):
-        own = {option.name for option in family.options}
-        members.append(load_model(
-            model, offline=True if offline else None, device=device, progress=progress,
-            options={key: value for key, value in family_options.items() if key in own}))
-    return Ensemble(recipe, members)
+def _print_json_line(result: "TrackResult") -> None:
+    print_json_line(_result_document(result))
 
 
 def _result_document(result: "TrackResult") -> dict:
@@ -505,7 +331,7 @@ ENSEMBLE_OPTION = typer.Option(None, "--ensemble", help="How an ensemble (severa
 ENSEMBLE_WEIGHTS_OPTION = typer.Option(None, "--ensemble-weights", metavar="W1,W2,...", help="One positive weight per model of the ensemble, in -n order (avg_wave and avg_fft only; default equal).")
 STEMS_OPTION = typer.Option(None, "--stems", help=f"The number of stems: {_STEMS_HELP}.")
 WEIGHTS_OPTION = typer.Option(None, "--weights", help=f"Run a local checkpoint: {_WEIGHTS_HELP}.")
-DEVICE_OPTION = typer.Option(os.environ.get("STEMSPLIT_DEVICE", "auto"), "-d", "--device", help="auto, cpu, cuda or mps.")
+DEVICE_OPTION = typer.Option(None, "-d", "--device", help="auto, cpu, cuda or mps (default: $STEMSPLIT_DEVICE, else auto).", show_default=False)
 SHIFTS_OPTION = typer.Option(0, "--shifts", help="Random time shifts averaged (seeded; 0 = the reference's exact stems).")
 SEED_OPTION = typer.Option(0, "--seed", help="Seed for the shifts.")
 OVERLAP_OPTION = typer.Option(None, "--overlap", help="How much chunks overlap: a fraction below 1 (the share of a chunk its neighbour covers, e.g. 0.25), or a whole number N >= 2 (every sample is in N chunks: a chunk every 1/N of a chunk). Default: the model's (0.25; for a model with a config, its num_overlap).")
@@ -571,7 +397,6 @@ def with_family_options(body: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-@app.command("separate")
 @with_family_options
 def separate_command(
     inputs: List[Path] = SeparateInputs,
@@ -583,7 +408,7 @@ def separate_command(
     weights: Optional[Path] = WEIGHTS_OPTION,
     out: Path = typer.Option(Path("separated"), "-o", "--out", help="Output folder; a subfolder per model is created."),
     filename: str = typer.Option("{track}/{stem}.{ext}", "--filename", help="Output name template: {track} {trackext} {stem} {ext} {model}."),
-    device: str = DEVICE_OPTION,
+    device: Optional[str] = DEVICE_OPTION,
     shifts: int = SHIFTS_OPTION,
     seed: int = SEED_OPTION,
     overlap: Optional[float] = OVERLAP_OPTION,
@@ -613,7 +438,6 @@ def separate_command(
     run_command(lambda: _separate_inputs(**arguments))
 
 
-@app.command("batch")
 @with_family_options
 def batch_command(
     folders: List[str] = typer.Argument(..., help="Folders, files, quoted globs, or - to read paths from stdin."),
@@ -627,7 +451,7 @@ def batch_command(
     ensemble_weights: Optional[str] = ENSEMBLE_WEIGHTS_OPTION,
     weights: Optional[Path] = WEIGHTS_OPTION,
     out: Path = typer.Option(Path("separated"), "-o", "--out", help="Output folder; a subfolder per model, then the input tree."),
-    device: str = DEVICE_OPTION,
+    device: Optional[str] = DEVICE_OPTION,
     shifts: int = SHIFTS_OPTION,
     seed: int = SEED_OPTION,
     overlap: Optional[float] = OVERLAP_OPTION,
@@ -665,23 +489,3 @@ def batch_command(
         return _separate_inputs(items, batch=True, **arguments)
 
     run_command(body)
-
-
-app.add_typer(models_app, name="models")
-app.command("eval")(eval_command)
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    """Entry point: ``stemsplit FILE...`` means ``stemsplit separate FILE...``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] not in COMMANDS and args[0] not in ("-h", "--help", "--version") \
-            and not args[0].startswith("--show-completion") \
-            and not args[0].startswith("--install-completion"):
-        args.insert(0, "separate")
-    install_log_handler("-q" in args or "--quiet" in args)  # cache notices -> stderr lines
-    complete_for_implicit_separate(COMMANDS)  # `stemsplit song.mp3 -n <TAB>` completes
-    app(args=args, prog_name="stemsplit")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

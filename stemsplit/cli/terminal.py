@@ -1,12 +1,12 @@
 """What the command line's modules share: the stderr console, one-line error reports, the
 exit-code mapping of a command body, and shell completion of model names.
 
-Part of the command-line layer (with ``cli`` and ``models_cli``): only these modules touch
-the terminal. Importing it is cheap (no torch).
+Part of the command-line layer (``stemsplit.cli``): only its modules touch the terminal. Importing it is cheap (no torch).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -16,6 +16,7 @@ from typing import Callable
 import typer
 from rich.console import Console
 
+from .. import settings
 from ..errors import StemsplitError
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -28,11 +29,23 @@ class ProgressDisplay:
 
     progress = None
     quiet = False
+    download_label = "download {filename}"
+    """The description of a download's bar."""
 
     def message(self, text: str) -> None:
         """A status line on stderr, unless quiet."""
         if not self.quiet:
             stderr.print(text, markup=False)
+
+    def download_progress(self, filename: str, done: int, total: int | None) -> None:
+        """One bar per file being downloaded (``cache``'s progress callback)."""
+        if self.progress is None:
+            return
+        bars = self.__dict__.setdefault("_download_bars", {})
+        if filename not in bars:
+            bars[filename] = self.progress.add_task(
+                self.download_label.format(filename=filename), total=total)
+        self.progress.update(bars[filename], completed=done, total=total)
 
     def __enter__(self):
         if self.progress is not None:
@@ -64,7 +77,25 @@ def report_error(error: BaseException, debug: bool) -> None:
 
 
 def debug_requested() -> bool:
-    return os.environ.get("STEMSPLIT_DEBUG", "") not in ("", "0") or "--debug" in sys.argv
+    return settings.debug() or "--debug" in sys.argv
+
+
+def print_json_line(document: dict) -> None:
+    """One JSON document on one line of stdout, flushed (JSON Lines)."""
+    sys.stdout.write(json.dumps(document) + "\n")
+    sys.stdout.flush()
+
+
+def prepare_process(jobs: int) -> None:
+    """Before a command imports torch and starts its threads: glibc's malloc keeps freed
+    memory (``allocator``), and torch gets ``jobs`` threads (0: its default, all cores)."""
+    from ..allocator import keep_freed_memory
+
+    keep_freed_memory()
+    import torch
+
+    if jobs > 0:
+        torch.set_num_threads(jobs)
 
 
 def run_command(callback: Callable[[], int]) -> None:

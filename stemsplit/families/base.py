@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ..engine import Network
-    from ..registry import ModelFile, ModelSpec
+    from ..specs import ModelFile, ModelSpec
 
 DownloadProgress = Callable[[str, int, "int | None"], None]
 """``progress(filename, bytes_done, bytes_total)`` while files download."""
@@ -150,6 +150,10 @@ class Family(ABC):
     """What ``--weights`` takes for this family, for ``--help``."""
     options: ClassVar[tuple[OptionSpec, ...]] = ()
     """The command-line options only this family reads."""
+    vocabulary: ClassVar[tuple[str, ...]] = ()
+    """Words (regular expressions, matched in any letter case) that name this family's
+    formats, settings and ideas: no module outside the family's own may use them
+    (tests/test_design.py). Its name and its options' flags count too."""
 
     # -- weights.toml --------------------------------------------------------------------
     @abstractmethod
@@ -206,21 +210,12 @@ class Family(ABC):
 
     @abstractmethod
     def load_local(self, path: Path, spec: "ModelSpec | None", options: Mapping[str, Any],
-                   device: "torch.device", offline: OfflinePolicy = OfflinePolicy()
-                   ) -> LoadedModel:
+                   device: "torch.device", offline: OfflinePolicy = OfflinePolicy(),
+                   known: Sequence["ModelSpec"] = ()) -> LoadedModel:
         """A ``--weights`` file or folder (``spec``: the model named with it, if any, whose
-        own files may still be needed: ``offline`` says whether they may be fetched)."""
-
-    def check_options(self, options: Mapping[str, Any], label: str) -> None:
-        """Refuse options this family does not read (given for a model ``label``)."""
-        own = {option.name for option in self.options}
-        from . import all_families
-
-        for family in all_families():
-            for option in family.options:
-                if option.name not in own and option.is_set(options.get(option.name)):
-                    raise UsageError(f"{option.flag} applies to {family.display} models, not "
-                                     f"to {label} ({self.display})")
+        own files may still be needed: ``offline`` says whether they may be fetched).
+        ``known`` is the registry's models of this family, for a family that can recognise
+        a file by its content when no model is named."""
 
     # -- chunking ------------------------------------------------------------------------
     @abstractmethod

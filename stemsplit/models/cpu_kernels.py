@@ -19,11 +19,12 @@ threads: the linears 1.28 s -> 0.75 s; a viperx-size BS-RoFormer 2 s chunk 17.0 
 from __future__ import annotations
 
 import functools
-import os
 import typing as tp
 
 import torch
 from torch.nn import functional as F
+
+from .. import settings
 
 __all__ = ["fast_kernels_enabled", "linear"]
 
@@ -31,7 +32,7 @@ __all__ = ["fast_kernels_enabled", "linear"]
 @functools.lru_cache(maxsize=None)
 def fast_kernels_enabled() -> bool:
     """Whether the kernels here may replace PyTorch's defaults (``STEMSPLIT_CPU_KERNELS``)."""
-    return os.environ.get("STEMSPLIT_CPU_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
+    return settings.cpu_kernels()
 
 
 @functools.lru_cache(maxsize=None)

@@ -28,7 +28,7 @@ from ..base import ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...engine import Network
-    from ...registry import ModelFile, ModelSpec
+    from ...specs import ModelFile, ModelSpec
     from .diffq import QuantizedState
 
 DEFAULT_OVERLAP = 0.25
@@ -87,6 +87,7 @@ def _rows(name: str, value: object) -> tuple[tuple[float, ...], ...]:
 class DemucsFamily(Family):
     name = "demucs"
     display = "Demucs"
+    vocabulary = (r"safetensors", r"\.th\b", r"bag_file", r"legacy_url", r"legacy_files")
     weights_help = "a demucs .safetensors/.th checkpoint, bag .yaml or bag folder"
     options = (
         OptionSpec("--repo", "repo", "path", "Demucs: a demucs-style local model folder "
@@ -96,7 +97,7 @@ class DemucsFamily(Family):
     # -- weights.toml --------------------------------------------------------------------
     def parse(self, name: str, table: Mapping[str, Any],
               url_files: tuple["ModelFile", ...]) -> tuple[DemucsConfig, tuple["ModelFile", ...]]:
-        from ...registry import ModelFile, parse_digest
+        from ...specs import ModelFile, parse_digest
         from .files import legacy_name_prefix
 
         unknown = sorted(set(table) - TABLE_KEYS)
@@ -194,7 +195,7 @@ class DemucsFamily(Family):
                              resolved.segment, resolved.origin, spec=spec)
         return model.to(device)
 
-    def load_local(self, path, spec, options, device, offline=None) -> LoadedModel:
+    def load_local(self, path, spec, options, device, offline=None, known=()) -> LoadedModel:
         from .files import resolve_weights_path
 
         if options.get("repo") is not None:

@@ -34,7 +34,7 @@ from ...errors import ChecksumError, ModelError, WeightsUnavailableError
 from .checkpoint import CHECKPOINT_SUFFIXES, BagDescription, read_bag_yaml
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ...registry import ModelSpec
+    from ...specs import ModelSpec
     from .adapter import DemucsConfig
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")

@@ -15,14 +15,14 @@ last chunk is filled up with zeros.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ...errors import ModelError, UsageError
 from ..base import ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...engine import Network
-    from ...registry import ModelFile, ModelSpec
+    from ...specs import ModelFile, ModelSpec
 
 DEFAULT_OVERLAP = 0.25
 PARAMETER_KEYS = {"n_fft": int, "dim_f": int, "dim_t": int, "hop": int, "compensate": float,
@@ -49,6 +49,8 @@ class MDXConfig:
 class MDXFamily(Family):
     name = "mdx"
     display = "MDX-Net"
+    vocabulary = (r"\bmdx", r"\bonnx", r"onnxruntime", r"\buvr\b", r"\bn[_-]fft", r"compensate",
+                  r"primary[_-]stem", r"denoise")
     weights_help = "an MDX-Net .onnx file"
     options = (
         OptionSpec("--denoise", "denoise", "bool", "MDX-Net: average the network on the mix "
@@ -105,8 +107,8 @@ class MDXFamily(Family):
     def load(self, spec, fetched, options, device) -> LoadedModel:
         return _load(fetched.paths[0], spec, options, device)
 
-    def load_local(self, path, spec, options, device, offline=None) -> LoadedModel:
-        return _load(path, spec, options, device)
+    def load_local(self, path, spec, options, device, offline=None, known=()) -> LoadedModel:
+        return _load(path, spec, options, device, known)
 
     def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:
         from ...engine import Chunking, Network, Window, overlap_stride
@@ -133,9 +135,10 @@ class MDXFamily(Family):
         return result
 
 
-def _load(path, spec: "ModelSpec | None", options: Mapping[str, Any], device) -> LoadedModel:
+def _load(path, spec: "ModelSpec | None", options: Mapping[str, Any], device,
+          known: "Sequence[ModelSpec]" = ()) -> LoadedModel:
     """An MDX-Net ONNX file as a one-network bag (``spec``: its weights.toml entry, if known;
-    without one, the file's UVR hash may find it)."""
+    without one, the file's UVR hash may find it among ``known``)."""
     from .onnx_runner import MDXOptions, build_mdx_network
 
     mdx_options = MDXOptions(n_fft=options.get("n_fft"), compensate=options.get("compensate"),
@@ -143,7 +146,8 @@ def _load(path, spec: "ModelSpec | None", options: Mapping[str, Any], device) ->
                              denoise=bool(options.get("denoise")))
     if not path.is_file():
         raise ModelError(f"--weights {path}: no such file")
-    network, spec = build_mdx_network(path, spec=spec, options=mdx_options, device=device)
+    network, spec = build_mdx_network(path, spec=spec, options=mdx_options, device=device,
+                                      known=known)
     model = LoadedModel(
         name=spec.name if spec is not None else path.stem,
         sources=tuple(network.sources), sample_rate=int(network.samplerate),

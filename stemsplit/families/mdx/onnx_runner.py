@@ -13,13 +13,14 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from ...errors import ChecksumError, ModelError, UsageError
 from ...models.mdx import CHANNELS, HOP, MDXNet, MDXParameters
-from ...registry import ModelSpec, load_registry
+from ...specs import ModelSpec
 from ...stems import complement_name, stem_name
 
 UVR_HASH_BYTES = 10_240_000
@@ -131,10 +132,10 @@ class OnnxSpectrumNetwork:
 
 
 # -- parameters -------------------------------------------------------------------------
-def spec_for_hash(digest: str) -> ModelSpec | None:
-    """The weights.toml entry whose UVR hash is ``digest``."""
-    for spec in load_registry().models.values():
-        if spec.family == "mdx" and (spec.config.uvr_hash or "") == digest:
+def spec_for_hash(digest: str, known: Sequence[ModelSpec]) -> ModelSpec | None:
+    """The entry of ``known`` (the registry's MDX-Net models) whose UVR hash is ``digest``."""
+    for spec in known:
+        if (spec.config.uvr_hash or "") == digest:
             return spec
     return None
 
@@ -162,13 +163,15 @@ def build_mdx_network(
     spec: ModelSpec | None,
     options: MDXOptions,
     device: torch.device,
+    known: Sequence[ModelSpec] = (),
 ) -> tuple[MDXNet, ModelSpec | None]:
     """The separator for ``path``: ``spec`` is the named model (None for ``--weights``, then
-    the file's UVR hash may find one). Returns the network and the spec used, if any."""
+    the file's UVR hash may find one of ``known``). Returns the network and the spec used,
+    if any."""
     digest = None
     if spec is None:
         digest = uvr_hash(path)
-        spec = spec_for_hash(digest)
+        spec = spec_for_hash(digest, known)
         label = f"{path.name} (recognised as {spec.name})" if spec is not None else path.name
     else:
         label = f"{path.name} ({spec.name})"

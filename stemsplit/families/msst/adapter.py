@@ -4,7 +4,9 @@ BS-RoFormer, Mel-Band RoFormer and MDX23C (TFC-TDF v3) networks, published as a 
 (a torch ``state_dict``, sometimes wrapped under ``state_dict``, ``model``, ``state`` or
 ``model_state_dict``; read without executing pickled code) with a ZFTurbo-style YAML
 config (``config``). The networks are ours (``stemsplit/models/bs_roformer.py``,
-``mel_band_roformer.py``, ``mdx23c.py``).
+``mel_band_roformer.py``, ``mdx23c.py``). What differs between them (how the network is
+built from the config, the chunk lengths it takes, its audio channels, how a config shows
+its type) is a row of ``types.MODEL_TYPES``; this module looks the config's type up there.
 
 Chunking is ZFTurbo's ``utils.model_utils.demix`` in generic mode: chunks of the config's
 ``chunk_size`` every ``chunk // num_overlap`` samples; when the track is longer than twice
@@ -19,25 +21,22 @@ normalised by the mean and (population) std of its mono mix, and scales the stem
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ...errors import ModelError, UsageError
 from ..base import ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec
+from .types import MODEL_TYPES, listed, model_type_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...engine import Network
-    from ...registry import ModelFile, ModelSpec
+    from ...specs import ModelFile, ModelSpec
     from .config import MSSTConfig
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt")
 CONFIG_SUFFIXES = (".yaml", ".yml")
 STATE_WRAPPERS = ("state_dict", "model_state_dict", "model", "state")
-MDX23C_MODEL_KEYS = frozenset({"act", "bottleneck_factor", "growth", "norm",
-                               "num_blocks_per_scale", "num_channels", "num_scales",
-                               "num_subbands", "scale"})
 
 
 @dataclass(frozen=True)
@@ -50,26 +49,26 @@ class MSSTEntry:
 class MSSTFamily(Family):
     name = "msst"
     display = "RoFormer/MDX23C"
+    vocabulary = (r"roformer", r"zfturbo", r"\.ckpt", r"model[_-]type", r"tfc[_-]tdf",
+                  r"band[_-]split", r"\bmel\b")
     weights_help = "a RoFormer/MDX23C .ckpt (its YAML config beside it, or --config)"
     options = (
         OptionSpec("--config", "config", "path", "RoFormer/MDX23C: the checkpoint's "
                    "ZFTurbo-style YAML config (default: the .yaml beside the .ckpt with the "
                    "same name).", "YAML"),
-        OptionSpec("--model-type", "model_type", "str", "RoFormer/MDX23C: bs_roformer, "
-                   "mel_band_roformer or mdx23c, when the config does not tell.", "TYPE"),
+        OptionSpec("--model-type", "model_type", "str", f"RoFormer/MDX23C: {listed(' or ')}, "
+                   "when the config does not tell.", "TYPE"),
     )
 
     # -- weights.toml --------------------------------------------------------------------
     def parse(self, name: str, table: Mapping[str, Any],
               url_files: tuple["ModelFile", ...]) -> tuple[MSSTEntry, tuple["ModelFile", ...]]:
-        from .config import MODEL_TYPES
-
         unknown = sorted(set(table) - {"model_type"})
         if unknown:
             raise ModelError(f"weights.toml: model '{name}': unknown key '{unknown[0]}' for a "
                              "RoFormer/MDX23C model", hint="it has model_type and files")
         model_type = table.get("model_type")
-        if model_type not in MODEL_TYPES:
+        if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
             raise ModelError(f"weights.toml: model '{name}': model_type must be one of "
                              f"{', '.join(MODEL_TYPES)}, not {model_type!r}")
         checkpoints = [f for f in url_files if f.filename.endswith(CHECKPOINT_SUFFIXES)]
@@ -99,7 +98,7 @@ class MSSTFamily(Family):
         model_type = options.get("model_type") or spec.config.model_type
         return _load(checkpoint, config, model_type, spec, spec.name, fetched.origin, device)
 
-    def load_local(self, path, spec, options, device, offline=None) -> LoadedModel:
+    def load_local(self, path, spec, options, device, offline=None, known=()) -> LoadedModel:
         checkpoint = path
         if path.is_dir():
             checkpoint = next(p for p in sorted(path.iterdir()) if p.suffix in CHECKPOINT_SUFFIXES)
@@ -177,22 +176,13 @@ def _config_beside(checkpoint: Path) -> Path:
 
 
 def _valid_chunk(config: "MSSTConfig", chunk: int, asked: bool) -> int:
-    """The chunk length the network takes nearest below ``chunk``: the Mel-Band RoFormer's
-    iSTFT gives whole hops back; MDX23C's frames must halve cleanly at every scale."""
-    if config.model_type == "mel_band_roformer":
-        hop = int(config.model.get("stft_hop_length", 512))
-        valid = chunk - chunk % hop
-    elif config.model_type == "mdx23c":
-        from ...models.mdx23c import chunk_size_for
-
-        scale = config.model.get("scale", (2, 2))
-        try:
-            valid = chunk_size_for(chunk, int(config.audio["hop_length"]),
-                                   int(config.model["num_scales"]), int(scale[0]))
-        except ValueError as error:
-            raise (UsageError if asked else ModelError)(f"chunk of {chunk} samples: {error}") from None
-    else:
-        valid = chunk
+    """The chunk length the network takes nearest below ``chunk`` (its type's chunk rule),
+    checked against the STFT's reflection padding."""
+    rule = model_type_of(config).valid_chunk
+    try:
+        valid = rule(config, chunk)
+    except ValueError as error:
+        raise (UsageError if asked else ModelError)(f"chunk of {chunk} samples: {error}") from None
     n_fft = int(config.model.get("stft_n_fft", config.audio.get("n_fft", 2048)))
     if valid <= n_fft // 2:
         raise (UsageError if asked else ModelError)(
@@ -226,54 +216,8 @@ def read_state(path: Path) -> dict:
 
 
 def build_network(config: "MSSTConfig") -> Any:
-    """Our network for a config, with random weights."""
-    model = dict(config.model)
-    label = f"{config.path.name} ({config.model_type})"
-    outputs = len(config.network_stems)
-    if config.model_type == "mdx23c":
-        from ...models.mdx23c import MDX23C
-
-        unknown = sorted(set(model) - MDX23C_MODEL_KEYS)
-        if unknown:
-            raise ModelError(f"{label}: unknown key 'model.{unknown[0]}' for MDX23C")
-        audio = config.audio
-        missing = [key for key in ("n_fft", "hop_length", "dim_f") if key not in audio]
-        if missing:
-            raise ModelError(f"{label}: the config's audio section lacks {', '.join(missing)}")
-        kwargs = dict(model, n_fft=audio["n_fft"], hop_length=audio["hop_length"],
-                      dim_f=audio["dim_f"], audio_channels=audio.get("num_channels", 2),
-                      num_target_instruments=outputs)
-        kwargs["scale"] = tuple(kwargs.get("scale", (2, 2)))
-        cls: Any = MDX23C
-    else:
-        from ...models import roformer
-
-        if config.model_type == "bs_roformer":
-            from ...models.bs_roformer import BSRoformer as cls
-        else:
-            from ...models.mel_band_roformer import MelBandRoformer as cls
-        accepted = inspect.signature(cls).parameters
-        kwargs = {}
-        for key, value in model.items():
-            if key in roformer.UNSUPPORTED_KEYS:
-                if value != roformer.UNSUPPORTED_KEYS[key]:
-                    raise ModelError(f"{label}: model.{key}: {value!r} is not supported")
-            elif key in roformer.INFERENCE_IGNORED_KEYS:
-                continue
-            elif key not in accepted:
-                raise ModelError(f"{label}: unknown key 'model.{key}' for "
-                                 f"{config.model_type}", hint="stemsplit may not know this "
-                                 "variant of the network yet")
-            else:
-                kwargs[key] = value
-        stems = kwargs.get("num_stems", 1)
-        if stems != outputs:
-            raise ModelError(f"{label}: model.num_stems is {stems}, but the config's training "
-                             f"section names {outputs} output stem(s) ({list(config.network_stems)})")
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError, AssertionError) as error:
-        raise ModelError(f"{label}: cannot build the network ({error})") from None
+    """Our network for a config, with random weights (its type's builder)."""
+    return model_type_of(config).build(config)
 
 
 def _load(checkpoint: Path, config_path: Path, model_type: str | None, spec: "ModelSpec | None",
@@ -298,10 +242,7 @@ def _load(checkpoint: Path, config_path: Path, model_type: str | None, spec: "Mo
     network.eval()
     for parameter in network.parameters():
         parameter.requires_grad_(False)
-    if config.model_type == "mdx23c":
-        channels = int(config.audio.get("num_channels", 2))
-    else:
-        channels = 2 if config.model.get("stereo", False) else 1
+    channels = model_type_of(config).channels(config)
     model = LoadedModel(
         name=label, sources=config.stems, sample_rate=config.sample_rate,
         audio_channels=channels, networks=[network],

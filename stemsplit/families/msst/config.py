@@ -8,7 +8,9 @@ ones (augmentations, loss settings, optimizer, ...). Published configs write tup
 the ``!!python/tuple`` tag: exactly that tag is accepted, by a safe loader; no other Python
 tag is. Unknown keys of ``audio`` and ``inference`` are errors naming them (the model's
 keys are checked against its network's constructor when it is built); ``training`` and the
-other sections are read only for the stems.
+other sections are read only for the stems. Which network the config describes is
+``training.model_type``, or the one ``--model-type`` names, or else guessed from the model's
+keys (``types.guess_model_type``); it must be a row of ``types.MODEL_TYPES``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ from typing import Any
 
 from ...errors import ModelError
 from ...stems import complement_name, stem_name
-
-MODEL_TYPES = ("bs_roformer", "mel_band_roformer", "mdx23c")
+from .types import MODEL_TYPES, guess_model_type
 
 AUDIO_KEYS = frozenset({"chunk_size", "n_fft", "hop_length", "dim_f", "dim_t", "num_channels",
                         "sample_rate", "min_mean_abs"})
@@ -93,17 +94,6 @@ def _section(document: dict, name: str, path: Path, known: frozenset | None) -> 
             raise ModelError(f"{path}: unknown key '{name}.{unknown[0]}' in the config",
                              hint=f"{name} takes {', '.join(sorted(known))}")
     return dict(section)
-
-
-def guess_model_type(model: dict) -> str | None:
-    """The network a ``model`` section describes, from keys only one of them has."""
-    if "num_subbands" in model or "num_scales" in model:
-        return "mdx23c"
-    if "num_bands" in model:
-        return "mel_band_roformer"
-    if "dim" in model and "depth" in model:
-        return "bs_roformer"
-    return None
 
 
 def _positive_int(value: Any, where: str, path: Path) -> int:

@@ -37,7 +37,7 @@ from ..base import ChunkingRequest, Family, Fetched, LoadedModel, _host
 if TYPE_CHECKING:  # pragma: no cover
     from ...cache.locations import OfflinePolicy
     from ...engine import Network
-    from ...registry import ModelFile, ModelSpec
+    from ...specs import ModelFile, ModelSpec
 
 MODEL_TYPES = ("unet.unet", "unet.softmax_unet")
 ACTIVATIONS = ("LeakyReLU", "ELU", "ReLU")
@@ -82,6 +82,7 @@ named with (the activations and the mask are not in the checkpoint)."""
 class SpleeterFamily(Family):
     name = "spleeter"
     display = "Spleeter"
+    vocabulary = (r"tensorflow", r"tensorbundle")
     weights_help = ("a Spleeter model folder (checkpoint, model.index, model.data-*; e.g. "
                     "pretrained_models/2stems)")
 
@@ -165,7 +166,7 @@ class SpleeterFamily(Family):
         return _load(fetched.paths[0], spec.stems, spec.config, spec, spec.name,
                      fetched.origin, device)
 
-    def load_local(self, path, spec, options, device, offline=None) -> LoadedModel:
+    def load_local(self, path, spec, options, device, offline=None, known=()) -> LoadedModel:
         folder = path if path.is_dir() else path.parent
         if spec is not None:
             stems, config = spec.stems, spec.config

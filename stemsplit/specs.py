@@ -1,0 +1,98 @@
+"""The records stemsplit keeps about published models: what a model is, which files it
+needs, and the named ensembles (presets). Plain frozen dataclasses and constants, standard
+library only: parsing weights.toml into them is ``registry``'s job, and the cache, the
+families and the loader read them without importing the parser.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import ModelError
+
+_HEX = re.compile(r"[0-9a-f]{8,64}")
+
+ENSEMBLE_ALGORITHMS = ("avg_wave", "median_wave", "min_wave", "max_wave",
+                       "avg_fft", "median_fft", "min_fft", "max_fft")
+"""How an ensemble combines its models' estimates of a stem (defined in ensemble.py): the
+mean, median, minimum or maximum per sample (wave) or per STFT bin (fft)."""
+WEIGHTED_ENSEMBLE_ALGORITHMS = ("avg_wave", "avg_fft")
+DEFAULT_ENSEMBLE_ALGORITHM = "avg_wave"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One published file of a model, and what is known about it before downloading.
+
+    ``source`` is ``"hf"`` (``location`` = the Hugging Face repo id; kept in the Hugging Face
+    cache) or ``"url"`` (``location`` = its URL, ``mirrors`` = other URLs of the same file,
+    tried in order; kept in the folder named by ``folder``: "weights" =
+    ``$STEMSPLIT_CACHE/weights``, "torch_hub" = ``$TORCH_HOME/hub/checkpoints``). ``sha256``
+    is the recorded hex digest, or a prefix of it, or None when nothing is recorded;
+    ``sha256_from`` says who recorded it. Files naming the same ``member`` are alternatives
+    (the same network from two sources); ``required`` False marks a file a model can do
+    without. ``kind`` names the source for ``stemsplit models info`` ("url" unless the family
+    says otherwise).
+    """
+
+    filename: str
+    source: str
+    location: str
+    sha256: str | None = None
+    size: int | None = None
+    member: str | None = None
+    mirrors: tuple[str, ...] = ()
+    folder: str = "weights"
+    sha256_from: str = "weights.toml"
+    required: bool = True
+    kind: str = "url"
+
+    @property
+    def sha256_is_prefix(self) -> bool:
+        return self.sha256 is not None and len(self.sha256) < 64
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything stemsplit knows about one published model before loading it: what every
+    model has, and ``config``, its family's own typed reading of the rest of its table."""
+
+    name: str
+    family: str
+    architecture: str
+    description: str
+    stems: tuple[str, ...]
+    sample_rate: int
+    sdr: float | None = None
+    aliases: tuple[str, ...] = ()
+    files: tuple[ModelFile, ...] = ()
+    unsupported: str | None = None
+    config: object = None
+
+    def file(self, filename: str) -> ModelFile | None:
+        """The published file of that name, if any."""
+        for file in self.files:
+            if file.filename == filename:
+                return file
+        return None
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named ensemble (weights.toml's ``[presets.NAME]``): its models (registry names),
+    their weights (None: equal; only for the weighted algorithms) and the algorithm."""
+
+    name: str
+    description: str
+    models: tuple[str, ...]
+    algorithm: str = DEFAULT_ENSEMBLE_ALGORITHM
+    weights: tuple[float, ...] | None = None
+
+
+def parse_digest(value: object, where: str) -> str:
+    """A sha256 hex digest (or a prefix of 8+ digits) from weights.toml, lower case."""
+    digest = str(value).strip().lower()
+    if not _HEX.fullmatch(digest):
+        raise ModelError(f"weights.toml: {where}: sha256 must be 8 to 64 hex digits, not {value!r}")
+    return digest
