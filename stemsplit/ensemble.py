@@ -56,7 +56,7 @@ import numpy as np
 
 from .errors import ModelError, UsageError
 from .resolve import Recipe
-from .specs import DEFAULT_ENSEMBLE_ALGORITHM, ENSEMBLE_ALGORITHMS, WEIGHTED_ENSEMBLE_ALGORITHMS
+from .specs import DEFAULT_ENSEMBLE_ALGORITHM, ENSEMBLE_ALGORITHMS
 from .spool import StemSpool
 from .stem_plan import MemberStems, StemPlan, StemSelection
 
@@ -67,7 +67,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .families.base import ChunkingRequest, LoadedModel
 
 ALGORITHMS = ENSEMBLE_ALGORITHMS
-WEIGHTED_ALGORITHMS = WEIGHTED_ENSEMBLE_ALGORITHMS
 FRAME = 2048
 HOP = 1024
 FFT_FRAMES_PER_STEP = 64
@@ -306,11 +305,6 @@ class Ensemble:
         """Every member's networks (checks ``--segment``/``--overlap`` for each)."""
         return [network for member in self.members
                 for network in member.engine_networks(request)]
-
-    def to(self, device: "torch.device | str") -> "Ensemble":
-        for member in self.members:
-            member.to(device)
-        return self
 
     def release(self) -> None:
         """Drop the networks (their memory is freed once nothing else holds them)."""

@@ -99,8 +99,7 @@ def _load_local(path_text: str | Path, spec: ModelSpec | None, registry: Registr
 
 def _load_named(spec: ModelSpec, options: Mapping[str, Any], device: torch.device,
                 offline: OfflinePolicy, progress: ProgressCallback | None) -> LoadedModel:
-    if spec.unsupported:
-        raise ModelError(f"model '{spec.name}': {spec.unsupported}")
+    spec.require_supported()
     family = family_named(spec.family)
     fetched = family.fetch(spec, offline=offline, progress=progress,
                            options=_own_options(options, family))

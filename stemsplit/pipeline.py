@@ -29,7 +29,7 @@ from .errors import InputError, OutputError, UsageError
 from .families.base import ChunkingRequest, LoadedModel
 from .plan import OutputOptions, TrackResult, output_paths, skipped_result
 from .spool import ArrayMixture, MixtureSpool, StemSpool
-from .stem_plan import StemSelection
+from .stem_plan import StemPlan, StemSelection
 
 class Observer:
     """Progress reports from the pipeline; the CLI draws them. All methods are optional."""
@@ -99,7 +99,7 @@ def _run_engine(
     deliver(separator.finish())
 
 
-def _separate_mixture(ensemble: Ensemble, plan, mixture: "MixtureSpool | ArrayMixture",
+def _separate_mixture(ensemble: Ensemble, plan: StemPlan, mixture: MixtureSpool | ArrayMixture,
                       statistics: MixStatistics, settings: SeparationSettings,
                       chunking: ChunkingRequest, emit: Callable[[str, np.ndarray], None],
                       progress: Callable[[int, int], None] | None = None,

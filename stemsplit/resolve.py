@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Sequence, Union
 
 from . import settings
-from .errors import ModelError, UsageError
+from .errors import UsageError
 from .registry import Registry, load_registry
 from .specs import DEFAULT_ENSEMBLE_ALGORITHM, ENSEMBLE_ALGORITHMS, WEIGHTED_ENSEMBLE_ALGORITHMS
 
@@ -47,10 +47,6 @@ class Recipe:
     preset: str | None = None
     local_weights: Path | None = None
     """``--weights``: the single model's checkpoint, read from this file or folder."""
-
-    @property
-    def is_ensemble(self) -> bool:
-        return len(self.models) > 1
 
     def member_sources(self, registry: Registry) -> list[tuple[str, ...]] | None:
         """Each model's stems from the registry, or None when a model names its stems
@@ -137,7 +133,8 @@ def resolve_ensemble(names: Sequence[str], registry: Registry, *,
                          hint=f"choose {', '.join(ENSEMBLE_ALGORITHMS)}")
     if weights is not None:
         if chosen not in WEIGHTED_ENSEMBLE_ALGORITHMS:
-            raise UsageError(f"--ensemble-weights applies to {' and '.join(WEIGHTED_ENSEMBLE_ALGORITHMS)}",
+            weighted = " and ".join(WEIGHTED_ENSEMBLE_ALGORITHMS)
+            raise UsageError(f"--ensemble-weights applies to {weighted}",
                              hint=f"{chosen} picks a value or takes a median; it has no weights")
         if len(weights) != len(models):
             raise UsageError(f"--ensemble-weights: {len(weights)} weights for {len(models)} "
@@ -150,9 +147,7 @@ def resolve_ensemble(names: Sequence[str], registry: Registry, *,
         listing = ", ".join(f"{m} {registry.get(m).sample_rate} Hz" for m in models)
         raise UsageError(f"the models of an ensemble must run at one sample rate ({listing})")
     for model in models:
-        unsupported = registry.get(model).unsupported
-        if unsupported:
-            raise ModelError(f"model '{model}': {unsupported}")
+        registry.get(model).require_supported()
     name = ensemble_name(base, chosen, used, default_algorithm, default_weights)
     return Recipe(name=name, models=tuple(models), weights=used, algorithm=chosen,
                   preset=preset.name if preset is not None else None)
@@ -192,8 +187,7 @@ def resolve(model: "ModelChoice | Recipe" = None, *, weights: str | Path | None 
     if ensemble is not None:
         return ensemble
     spec = registry.get(names[0] if names else None)
-    if spec.unsupported:
-        raise ModelError(f"model '{spec.name}': {spec.unsupported}")
+    spec.require_supported()
     return Recipe(name=spec.name, models=(spec.name,), weights=(1.0,),
                   algorithm=DEFAULT_ENSEMBLE_ALGORITHM)
 
@@ -210,7 +204,8 @@ def choose_by_stem_count(names: Sequence[str], stems: int | None, two_stems: str
     registry = registry or load_registry()
     counts = sorted({2, *registry.stems_models})
     if stems not in counts:
-        raise UsageError(f"--stems {stems}: choose {', '.join(map(str, counts[:-1]))} or {counts[-1]}")
+        listed = ", ".join(map(str, counts[:-1]))
+        raise UsageError(f"--stems {stems}: choose {listed} or {counts[-1]}")
     if stems == 2:
         if two_stems and two_stems != "vocals":
             raise UsageError("--stems 2 means --two-stems vocals; give only one of them")

@@ -100,8 +100,6 @@ class Separator:
         except ValueError as error:
             raise UsageError(str(error)) from None
         self.chunking = ChunkingRequest(segment_seconds=segment_seconds, overlap=overlap)
-        if segment_seconds is not None and segment_seconds <= 0:
-            raise UsageError("--segment must be positive")
         self.progress = progress
         self._lock = threading.Lock()
         self._owns_models = not isinstance(model, (Ensemble, LoadedModel))
@@ -200,25 +198,13 @@ class Separator:
                                   chunking=self.chunking, selection=selection,
                                   progress=report)
 
-    def separate_to_files(
-        self,
-        source: str | Path | IO[bytes],
-        out_dir: str | Path = "separated",
-        *,
-        two_stems: str | None = None,
-        other_method: str = "add",
-        stems: Sequence[str] | None = None,
-        progress: Progress | None = None,
-        **output_options: Any,
-    ) -> dict[str, Path]:
+    def separate_to_files(self, source: str | Path | IO[bytes],
+                          out_dir: str | Path = "separated", **keywords: Any) -> dict[str, Path]:
         """Separate a file (or a binary stream) into files, as ``stemsplit separate`` does;
-        returns {stem name: path}. ``output_options`` are ``OutputOptions``' (filename,
-        format, bits, float32, mp3_bitrate, clip_mode, sample_rate, force). A track whose
+        returns {stem name: path}. The keywords are ``separate_file``'s. A track whose
         outputs exist already is not separated again (unless ``force=True``): its paths
         are returned."""
-        return self.separate_file(source, out_dir, two_stems=two_stems,
-                                  other_method=other_method, stems=stems, progress=progress,
-                                  **output_options).outputs
+        return self.separate_file(source, out_dir, **keywords).outputs
 
     def separate_file(
         self,
@@ -231,8 +217,10 @@ class Separator:
         progress: Progress | None = None,
         **output_options: Any,
     ) -> TrackResult:
-        """``separate_to_files``, returning the whole ``TrackResult`` (status, warnings,
-        durations)."""
+        """Separate a file (or a binary stream) into files; the whole ``TrackResult``
+        (status, outputs, warnings, durations). ``two_stems``, ``other_method`` and
+        ``stems`` are ``separate``'s; ``output_options`` are ``OutputOptions``' (filename,
+        format, bits, float32, mp3_bitrate, clip_mode, sample_rate, force)."""
         options = _output_options(out_dir, output_options)
         selection = _selection(two_stems, other_method, stems)
         with self._lock:

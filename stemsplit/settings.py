@@ -13,19 +13,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: Every variable stemsplit reads, and what it does (for ``--help`` texts and the README).
-VARIABLES: dict[str, str] = {
-    "STEMSPLIT_MODEL": "the model (or preset) used when none is named",
-    "STEMSPLIT_DEVICE": "the device when --device is not given (auto, cpu, cuda, mps)",
-    "STEMSPLIT_OFFLINE": "never use the network (1/true/yes/on)",
-    "STEMSPLIT_CACHE": "the cache folder (default $XDG_CACHE_HOME/stemsplit)",
-    "STEMSPLIT_WEIGHTS_TOML": "a weights.toml replacing the packaged one",
-    "STEMSPLIT_FFMPEG": "the ffmpeg to run: a path, or 'bundled' for imageio-ffmpeg's",
-    "STEMSPLIT_DEBUG": "tracebacks on errors (as --debug)",
-    "STEMSPLIT_MALLOC_TUNING": "0 leaves glibc's malloc settings alone",
-    "STEMSPLIT_CPU_KERNELS": "0 turns off stemsplit's own CPU kernels",
-}
-
 TRUE_VALUES = frozenset({"1", "on", "yes", "true"})
 FALSE_VALUES = frozenset({"0", "off", "no", "false"})
 
@@ -35,7 +22,8 @@ def _text(variable: str) -> str:
 
 
 def is_true(variable: str) -> bool:
-    """Whether ``variable`` is set to 1/true/yes/on, in any letter case."""
+    """Whether ``variable`` is set to 1/true/yes/on, in any letter case (the rule for every
+    on/off variable stemsplit reads, huggingface_hub's ``HF_HUB_OFFLINE`` included)."""
     return _text(variable).lower() in TRUE_VALUES
 
 

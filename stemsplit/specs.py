@@ -70,6 +70,11 @@ class ModelSpec:
     unsupported: str | None = None
     config: object = None
 
+    def require_supported(self) -> None:
+        """ModelError when stemsplit cannot run this model yet (weights.toml says why)."""
+        if self.unsupported:
+            raise ModelError(f"model '{self.name}': {self.unsupported}")
+
     def file(self, filename: str) -> ModelFile | None:
         """The published file of that name, if any."""
         for file in self.files:

@@ -136,7 +136,3 @@ class StemSelection:
             f"#{index + 1}" for index in range(len(member_sources))]
         return plan_stems(member_sources, names, two_stems=self.two_stems,
                           other_method=self.other_method, only=self.only)
-
-    def output_names(self, sources: Sequence[str]) -> list[str]:
-        """The output stems of one model giving ``sources``."""
-        return list(self.plan([sources]).names)

@@ -16,7 +16,6 @@ from .. import settings
 
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 
-TRUE_VALUES = frozenset({"1", "ON", "YES", "TRUE"})
 
 
 def expand_path(path: str) -> Path:
@@ -75,10 +74,6 @@ def hf_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or HF_DEFAULT_ENDPOINT).rstrip("/")
 
 
-def _truthy(variable: str) -> bool:
-    return os.environ.get(variable, "").strip().upper() in TRUE_VALUES
-
-
 @dataclass(frozen=True)
 class OfflinePolicy:
     """Whether the network may be used, and if not, why (for messages)."""
@@ -105,7 +100,7 @@ def offline_policy(offline: bool | None = None) -> OfflinePolicy:
     (False: only huggingface_hub's own variables still turn the network off, since it would
     refuse anyway), or None (consult STEMSPLIT_OFFLINE too)."""
     for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if _truthy(variable):
+        if settings.is_true(variable):
             return OfflinePolicy(f"{variable} is set")
     if offline is False:
         return OfflinePolicy()

@@ -19,6 +19,7 @@ import typer
 
 from ..errors import OutputError, UsageError
 from .. import settings
+from .separate import ENSEMBLE_OPTION, ENSEMBLE_WEIGHTS_OPTION, EnsembleAlgorithm, model_names
 from .terminal import (ProgressDisplay, complete_model, install_log_handler, prepare_process,
                        run_command, stderr)
 
@@ -189,8 +190,6 @@ def _evaluate(
 ) -> int:
     from .. import evaluation
 
-    from .separate import model_names
-
     chosen_metrics = evaluation.parse_metrics(metrics)
     names = model_names(model, name)
     with_model = bool(names) or weights is not None
@@ -257,7 +256,7 @@ def _evaluate_with_model(reference_dir: Path, metrics, progress: EvalProgress, *
     from ..stem_plan import StemSelection
 
     registry = load_registry()
-    recipe = resolve(names or None, weights=weights, algorithm=ensemble,
+    recipe = resolve(names or None, weights=weights, algorithm=getattr(ensemble, "value", ensemble),
                      ensemble_weights=ensemble_weights, registry=registry)
     selection = StemSelection(two_stems=two_stems)
     member_sources = recipe.member_sources(registry)
@@ -287,8 +286,8 @@ def eval_command(
     tracks: Optional[List[str]] = typer.Option(None, "--track", metavar="NAME", help="Score only this reference track (repeatable)."),
     model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Separate every mixture with this model or preset (see `stemsplit models`) and score the stems. Repeat for an ensemble (-n A -n B).", autocompletion=complete_model),
     name: Optional[List[str]] = typer.Option(None, "-n", "--name", help="Same as --model.", autocompletion=complete_model),
-    ensemble: Optional[str] = typer.Option(None, "--ensemble", metavar="ALGORITHM", help="With several -n or a preset: how the ensemble combines its models' stems, as for `stemsplit separate`."),
-    ensemble_weights: Optional[str] = typer.Option(None, "--ensemble-weights", metavar="W1,W2,...", help="With several -n or a preset: one weight per model, as for `stemsplit separate`."),
+    ensemble: Optional[EnsembleAlgorithm] = ENSEMBLE_OPTION,
+    ensemble_weights: Optional[str] = ENSEMBLE_WEIGHTS_OPTION,
     weights: Optional[Path] = typer.Option(None, "--weights", help="Separate with a local checkpoint (as `stemsplit separate --weights`)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="With -n: keep the stems, as 32-bit float wav, in DIR/<model>/<track>/<stem>.wav (default: a temporary folder, deleted)."),
     force: bool = typer.Option(False, "--force", "-f", help="With -o: separate again tracks whose stems exist there (otherwise they are scored as found)."),

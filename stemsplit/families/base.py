@@ -66,6 +66,10 @@ class ChunkingRequest:
     """A fraction in [0, 1) or a whole number >= 2 of chunks per sample, see
     ``engine.overlap_stride``."""
 
+    def __post_init__(self) -> None:
+        if self.segment_seconds is not None and self.segment_seconds <= 0:
+            raise UsageError("--segment must be positive")
+
 
 @dataclass
 class Fetched:
@@ -126,8 +130,6 @@ class LoadedModel:
         """The engine's view of each network; a bare number is ``--segment`` seconds."""
         if request is None or isinstance(request, (int, float)):
             request = ChunkingRequest(segment_seconds=request)
-        if request.segment_seconds is not None and request.segment_seconds <= 0:
-            raise UsageError("--segment must be positive")
         return self.family.networks(self, request)
 
 
