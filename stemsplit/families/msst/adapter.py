@@ -8,15 +8,11 @@ config (``config``). The networks are ours (``stemsplit/models/bs_roformer.py``,
 built from the config, the chunk lengths it takes, its audio channels, how a config shows
 its type) is a row of ``types.MODEL_TYPES``; this module looks the config's type up there.
 
-Chunking is ZFTurbo's ``utils.model_utils.demix`` in generic mode: chunks of the config's
-``chunk_size`` every ``chunk // num_overlap`` samples; when the track is longer than twice
-``border = chunk - step`` it is reflect-padded by ``border`` at both ends; chunks are
-overlap-added with linear fades of ``chunk // 10`` samples, without a fade-in on the first
-chunk or a fade-out on the last; a short last chunk is reflect-padded when it is longer than
-half a chunk, zero-padded otherwise; samples no chunk weights (a fade's zeros, only without
-overlap) are 0. With ``training.target_instrument`` the network gives that stem and the
-other is the mixture minus it (worked out from the raw mixture after the engine). ``inference.normalize: true`` runs the network on the mixture
-normalised by the mean and (population) std of its mono mix, and scales the stems back.
+Chunking is ZFTurbo's ``utils.model_utils.demix``, in the mode the type's row names
+(``demix.py``): chunks of the config's chunk size every ``chunk // num_overlap`` samples (or
+as ``--segment``/``--overlap`` say). With ``training.target_instrument`` the network gives
+that stem and, where the type has one, the other is the mixture minus it (worked out from
+the raw mixture after the engine).
 """
 
 from __future__ import annotations
@@ -123,7 +119,8 @@ class MSSTFamily(Family):
 
     # -- chunking ------------------------------------------------------------------------
     def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:
-        from ...engine import Chunking, Network, Normalisation, Window, overlap_stride
+        from ...engine import Network, overlap_stride
+        from .demix import generic_chunking
 
         config: MSSTConfig = model.details
         chunk = config.chunk_size
@@ -137,17 +134,7 @@ class MSSTFamily(Family):
                 step = overlap_stride(request.overlap, chunk)
             except ValueError as error:
                 raise UsageError(f"--overlap: {error}") from None
-        border = chunk - step
-
-        def reflect_border(frames: int, border: int = border) -> tuple[int, int]:
-            return (border, border) if border > 0 and frames > 2 * border else (0, 0)
-
-        fade = chunk // 10
-        chunking = Chunking(
-            length=chunk, stride=step,
-            window=Window("linear_fade", fade=fade) if fade else Window("rectangular"),
-            border=reflect_border, border_mode="reflect", last_chunk="pad", fill="reflect",
-            normalise=Normalisation(unbiased=False, epsilon=0.0) if config.normalize else None)
+        chunking = (model_type_of(config).chunking or generic_chunking)(config, chunk, step)
         return [Network(forward=network, chunking=chunking,
                         stem_weights=tuple(float(w) for w in weights))
                 for network, weights in zip(model.networks, model.bag_weights)]
@@ -248,7 +235,7 @@ def _load(checkpoint: Path, config_path: Path, model_type: str | None, spec: "Mo
         audio_channels=channels, networks=[network],
         bag_weights=[[1.0] * len(config.network_stems)], origin=origin, family=FAMILY,
         spec=spec, details=config,
-        residual_stem=config.stems[-1] if config.target is not None else None)
+        residual_stem=config.residual_stem)
     return model.to(device)
 
 

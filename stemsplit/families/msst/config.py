@@ -10,7 +10,10 @@ tag is. Unknown keys of ``audio`` and ``inference`` are errors naming them (the 
 keys are checked against its network's constructor when it is built); ``training`` and the
 other sections are read only for the stems. Which network the config describes is
 ``training.model_type``, or the one ``--model-type`` names, or else guessed from the model's
-keys (``types.guess_model_type``); it must be a row of ``types.MODEL_TYPES``.
+keys (``types.guess_model_type``); it must be a row of ``types.MODEL_TYPES``. The type's
+row says which section holds the network's keywords (``model``; a ``model`` that is a string
+names that section, as ZFTurbo's ``demucs4ht`` configs do), and how the chunk size and
+sample rate are found (``timing``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from ...errors import ModelError
 from ...stems import complement_name, stem_name
-from .types import MODEL_TYPES, guess_model_type
+from .types import MODEL_TYPES, default_timing, guess_model_type
 
 AUDIO_KEYS = frozenset({"chunk_size", "n_fft", "hop_length", "dim_f", "dim_t", "num_channels",
                         "sample_rate", "min_mean_abs"})
@@ -38,7 +41,7 @@ class MSSTConfig:
     path: Path
     model_type: str
     model: dict
-    """The ``model`` section: the network's keywords."""
+    """The network's keywords (the ``model`` section, or the one the row or ``model`` names)."""
     audio: dict
     instruments: tuple[str, ...]
     """``training.instruments`` as the network gives them (our spelling)."""
@@ -49,6 +52,10 @@ class MSSTConfig:
     num_overlap: int
     normalize: bool
     sample_rate: int
+    training: dict
+    """The ``training`` section, as it is."""
+    architecture: str | None = None
+    """A string ``model`` (``htdemucs``, ``hdemucs``, ``demucs``): which network of the type."""
 
     @property
     def network_stems(self) -> tuple[str, ...]:
@@ -59,8 +66,16 @@ class MSSTConfig:
     def stems(self) -> tuple[str, ...]:
         """The model's stems: the network's, and the complement of a target."""
         if self.target is not None:
+            if not MODEL_TYPES[self.model_type].complement:
+                return (self.target,)
             return (self.target, complement_name(self.target))
         return self.instruments
+
+    @property
+    def residual_stem(self) -> str | None:
+        """The stem worked out as the mixture minus the network's (None: every stem is the
+        network's)."""
+        return self.stems[-1] if len(self.stems) > len(self.network_stems) else None
 
 
 class _ConfigLoader:
@@ -118,20 +133,34 @@ def read_config(path: Path, model_type: str | None = None) -> MSSTConfig:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"{path}: unreadable config ({first})") from None
-    if not isinstance(document, dict) or not isinstance(document.get("model"), dict):
-        raise ModelError(f"{path}: not a model config (it has no 'model' section)")
+    if not isinstance(document, dict):
+        raise ModelError(f"{path}: not a model config (it is not a mapping of sections)")
+    architecture = document.get("model") if isinstance(document.get("model"), str) else None
+    if architecture is not None and not isinstance(document.get(architecture), dict):
+        raise ModelError(f"{path}: the config's model is '{architecture}', but it has no "
+                         f"'{architecture}' section")
     audio = _section(document, "audio", path, AUDIO_KEYS)
-    model = _section(document, "model", path, None)
     training = _section(document, "training", path, None)
     inference = _section(document, "inference", path, INFERENCE_KEYS)
+    keywords = document.get(architecture) if architecture is not None else document.get("model")
 
-    guessed = str(training.get("model_type") or "") or guess_model_type(model)
+    guessed = str(training.get("model_type") or "") or guess_model_type(
+        keywords if isinstance(keywords, dict) else {}, document)
     model_type = model_type or guessed
     if model_type not in MODEL_TYPES:
+        if not any(isinstance(document.get(row.model_section), dict)
+                   for row in MODEL_TYPES.values()) and architecture is None:
+            raise ModelError(f"{path}: not a model config (it has no 'model' section)")
         raise ModelError(
             f"{path}: cannot tell which network the config describes"
             + (f" ('{model_type}' is not one stemsplit runs)" if model_type else ""),
             hint=f"give --model-type ({', '.join(MODEL_TYPES)})")
+    row = MODEL_TYPES[model_type]
+    section_name = architecture if architecture is not None else row.model_section
+    if not isinstance(document.get(section_name), dict):
+        raise ModelError(f"{path}: not a {model_type} config (it has no '{section_name}' "
+                         "section)")
+    model = _section(document, section_name, path, None)
 
     instruments = training.get("instruments")
     if not isinstance(instruments, (list, tuple)) or not instruments or not all(
@@ -146,17 +175,20 @@ def read_config(path: Path, model_type: str | None = None) -> MSSTConfig:
             raise ModelError(f"{path}: training.target_instrument must be a stem name or null")
         target = stem_name(target)
 
-    chunk = inference.get("chunk_size", audio.get("chunk_size"))
-    if chunk is None:
-        raise ModelError(f"{path}: the config gives no chunk_size (audio or inference)")
+    sections = {name: value for name, value in document.items() if isinstance(value, dict)}
+    sections["model"] = model
+    try:
+        chunk, sample_rate = (row.timing or default_timing)(sections)
+    except ValueError as error:
+        raise ModelError(f"{path}: {error}") from None
     chunk = _positive_int(chunk, "chunk_size", path)
     num_overlap = _positive_int(inference.get("num_overlap", DEFAULT_NUM_OVERLAP),
                                 "inference.num_overlap", path)
     normalize = inference.get("normalize", False)
     if not isinstance(normalize, bool):
         raise ModelError(f"{path}: inference.normalize must be true or false")
-    sample_rate = _positive_int(audio.get("sample_rate", model.get("sample_rate", 44100)),
-                                "audio.sample_rate", path)
+    sample_rate = _positive_int(sample_rate, "the sample rate", path)
     return MSSTConfig(path=path, model_type=model_type, model=model, audio=audio,
                       instruments=names, target=target, chunk_size=chunk,
-                      num_overlap=num_overlap, normalize=normalize, sample_rate=sample_rate)
+                      num_overlap=num_overlap, normalize=normalize, sample_rate=sample_rate,
+                      training=training, architecture=architecture)

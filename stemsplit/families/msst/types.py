@@ -21,6 +21,23 @@ To add a type, write its row and nothing else:
   ``guess_rank``: the rows are tried lowest rank first, so a type whose keys are a superset
   of another's (a Mel-Band RoFormer has BS-RoFormer's ``dim`` and ``depth``) ranks first.
 
+Optional fields, for types whose configs or demix differ from the RoFormers':
+
+- ``model_section``: the config section holding the network's keywords ("model"; BandIt
+  v2's configs call it "kwargs"). A config whose ``model`` is a string (ZFTurbo's
+  ``demucs4ht`` configs: ``model: htdemucs``) keeps the keywords in the section it names,
+  whatever the row says; ``MSSTConfig.architecture`` is that string.
+- ``timing``: ``sections -> (chunk samples, sample rate)`` from the config's sections
+  (``audio``, ``training``, ``inference``, ...); the default reads ``inference.chunk_size``
+  or ``audio.chunk_size`` and ``audio.sample_rate``. Raise ValueError to say what is missing.
+- ``chunking``: ``(config, chunk, step) -> engine.Chunking``: how ZFTurbo's demix cuts and
+  joins chunks for this type (``demix.generic_chunking`` by default; ``demix.demucs_chunking``
+  for demix's "demucs" mode).
+- ``complement``: whether a ``training.target_instrument`` config's other stem (the mixture
+  minus the target) is a stem of the model (True; Apollo's ``restored`` has none).
+- ``joins_ensembles``: False for a type whose output is not a separation (Apollo's
+  restoration), which an ensemble refuses.
+
 The order of ``MODEL_TYPES`` is the order messages and ``--model-type``'s help list them.
 """
 
@@ -56,6 +73,27 @@ class ModelType:
     """Whether a ``model`` section's keys show this type (None: never guessed)."""
     guess_rank: int = 0
     """``guess_model_type`` tries the rows lowest rank first."""
+    model_section: str = "model"
+    """The config section holding the network's keywords."""
+    timing: Callable[[Mapping[str, Mapping[str, Any]]], tuple[int, int]] | None = None
+    """``sections -> (chunk samples, sample rate)``; None: ``default_timing``."""
+    chunking: Callable[["MSSTConfig", int, int], Any] | None = None
+    """``(config, chunk, step) -> engine.Chunking``; None: ``demix.generic_chunking``."""
+    complement: bool = True
+    """Whether a target's complement (the mixture minus it) is a stem."""
+    joins_ensembles: bool = True
+    """False: the output is not a separation, and an ensemble refuses the model."""
+
+
+def default_timing(sections: Mapping[str, Mapping[str, Any]]) -> tuple[int, int]:
+    """``inference.chunk_size`` (else ``audio.chunk_size``) and ``audio.sample_rate`` (else
+    the model's ``sample_rate``, else 44100)."""
+    audio, inference = sections.get("audio", {}), sections.get("inference", {})
+    chunk = inference.get("chunk_size", audio.get("chunk_size"))
+    if chunk is None:
+        raise ValueError("the config gives no chunk_size (audio or inference)")
+    rate = audio.get("sample_rate", sections.get("model", {}).get("sample_rate", 44100))
+    return chunk, rate
 
 
 def label(config: "MSSTConfig") -> str:
@@ -180,10 +218,16 @@ MODEL_TYPES: dict[str, ModelType] = {row.name: row for row in (
 """The model types stemsplit runs, by name."""
 
 
-def guess_model_type(model: Mapping[str, Any]) -> str | None:
-    """The network a ``model`` section describes, from keys only one of them has."""
+def guess_model_type(model: Mapping[str, Any],
+                     sections: Mapping[str, Any] | None = None) -> str | None:
+    """The network a config describes, from keys only one type has: each row looks at its
+    own ``model_section`` of ``sections`` (the config's sections; ``model`` is the network's
+    keywords wherever they were found)."""
     for row in sorted(MODEL_TYPES.values(), key=lambda row: row.guess_rank):
-        if row.recognises is not None and row.recognises(model):
+        keywords = model
+        if sections is not None and row.model_section != "model":
+            keywords = sections.get(row.model_section)
+        if row.recognises is not None and isinstance(keywords, Mapping) and row.recognises(keywords):
             return row.name
     return None
 
