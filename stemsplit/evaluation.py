@@ -550,12 +550,21 @@ class _StemPlan:
     derived: bool
 
 
-def plan_stems(reference: ReferenceTrack, estimates: Mapping[str, Path]
-               ) -> tuple[list[_StemPlan], dict[str, str]]:
+def plan_stems(reference: ReferenceTrack, estimates: Mapping[str, Path],
+               mixture_as: Iterable[str] = ()) -> tuple[list[_StemPlan], dict[str, str]]:
     """What to score: each estimate with its reference (a file, or the sum of the reference's
-    other stems for a complement), and the stems skipped with the reason."""
+    other stems for a complement; the reference's mixture for a stem of ``mixture_as``, such
+    as a restoration model's ``restored`` when the mixture is the clean original), and the
+    stems skipped with the reason."""
     plans, skipped = [], {}
+    mixture_as = frozenset(mixture_as)
     for stem in sort_stems(estimates):
+        if stem in mixture_as:
+            if reference.mixture is None:
+                skipped[stem] = "no mixture file to score it against (--mixture-as)"
+            else:
+                plans.append(_StemPlan(stem, [reference.mixture], estimates[stem], False))
+            continue
         if stem in reference.stems:
             plans.append(_StemPlan(stem, [reference.stems[stem]], estimates[stem], False))
             continue
@@ -567,10 +576,13 @@ def plan_stems(reference: ReferenceTrack, estimates: Mapping[str, Path]
                   if name != base and not is_complement(name)]
         if base is not None and others:
             plans.append(_StemPlan(stem, others, estimates[stem], True))
+        elif reference.mixture is not None and not reference.stems:
+            skipped[stem] = (f"no reference {stem} file; give --mixture-as {stem} to score it "
+                             f"against {reference.mixture.name}")
         else:
             skipped[stem] = "no reference stem"
     for stem in reference.stems:
-        if stem not in estimates:
+        if stem not in estimates and stem not in mixture_as:
             skipped[stem] = "no estimate"
     return plans, {stem: skipped[stem] for stem in sort_stems(skipped)}
 
@@ -608,6 +620,7 @@ def score_track(
     *,
     block_frames: int = BLOCK_FRAMES,
     estimates_label: str | None = None,
+    mixture_as: Iterable[str] = (),
 ) -> TrackScore:
     """Score one track's estimate files against its reference, reading both in blocks.
 
@@ -617,7 +630,8 @@ def score_track(
     started = time.monotonic()
     result = TrackScore(reference.name, "done", estimates=estimates_label)
     try:
-        _score_into(result, reference, estimates, tuple(metrics), block_frames)
+        _score_into(result, reference, estimates, tuple(metrics), block_frames,
+                    frozenset(mixture_as))
     except StemsplitError as error:
         result.status = "failed"
         result.error = f"{reference.name}: {error.message}"
@@ -627,16 +641,20 @@ def score_track(
 
 
 def _score_into(result: TrackScore, reference: ReferenceTrack, estimates: Mapping[str, Path],
-                metrics: tuple[str, ...], block_frames: int) -> None:
+                metrics: tuple[str, ...], block_frames: int, mixture_as: frozenset) -> None:
     if reference.problems:
         raise InputError(f"reference {reference.problems[0]}")
-    if not reference.stems:
+    if not reference.stems and reference.mixture is None:
         raise InputError("no reference stems (expected <track>/<stem>.wav)")
-    plans, skipped = plan_stems(reference, estimates)
+    plans, skipped = plan_stems(reference, estimates, mixture_as)
     result.skipped = skipped
     if not plans:
+        if not reference.stems:
+            raise InputError("no reference stems (expected <track>/<stem>.wav)",
+                             hint=next((reason.split("; ", 1)[1] for reason in skipped.values()
+                                        if "--mixture-as" in reason), None))
         raise InputError("no estimate matches a reference stem")
-    first = next(iter(reference.stems.values()))
+    first = next(iter(reference.stems.values()), plans[0].reference_parts[0])
     info = audio.probe(first)
     rate = info.sample_rate
     channels = info.channels or 2
@@ -753,8 +771,10 @@ def evaluate_folders(
     tracks: Sequence[str] | None = None,
     observer: EvaluationObserver | None = None,
     block_frames: int = BLOCK_FRAMES,
+    mixture_as: Sequence[str] = (),
 ) -> EvaluationReport:
-    """Score the estimates in ``estimates_dir`` (any tool's) against ``reference_dir``."""
+    """Score the estimates in ``estimates_dir`` (any tool's) against ``reference_dir``
+    (``mixture_as``: stems scored against the reference's mixture; see ``plan_stems``)."""
     observer = observer or EvaluationObserver()
     metrics = parse_metrics(metrics)
     if "bss_v4" in metrics:
@@ -782,7 +802,7 @@ def evaluate_folders(
             observer.track_started(reference.name, index, "scoring")
             stems, problems, _ = read_stem_files(folder, estimates=True)
             score = score_track(reference, stems, metrics, block_frames=block_frames,
-                                estimates_label=str(folder))
+                                estimates_label=str(folder), mixture_as=mixture_as)
             score.warnings[:0] = [f"estimate {problem}" for problem in problems]
         report.tracks.append(score)
         observer.track_finished(score)
@@ -802,6 +822,7 @@ def evaluate_with_model(
     tracks: Sequence[str] | None = None,
     observer: EvaluationObserver | None = None,
     block_frames: int = BLOCK_FRAMES,
+    mixture_as: Sequence[str] = (),
 ) -> EvaluationReport:
     """Separate each reference mixture with ``model`` (one model or an ensemble) and score
     the stems.
@@ -864,7 +885,8 @@ def evaluate_with_model(
                     score = score_track(reference, dict(separated.outputs), metrics,
                                         block_frames=block_frames,
                                         estimates_label=str(next(iter(separated.outputs.values())).parent)
-                                        if out_dir is not None and separated.outputs else None)
+                                        if out_dir is not None and separated.outputs else None,
+                                        mixture_as=mixture_as)
                     score.warnings[:0] = separated.warnings
                     if separated.status == "skipped":
                         score.warnings.insert(0, "stems exist already: scored as found "

@@ -6,7 +6,8 @@ family fetches its files through the shared cache and builds its networks), and 
 ``Ensemble`` the pipeline runs: one model is an ensemble of one. ``load_model`` loads one
 model and returns it as it is (a ``LoadedModel``), for callers that want the networks.
 
-For ``--weights PATH`` the families are asked in turn whether the path is theirs. Options
+For ``--weights PATH`` the families are asked in turn whether the path is theirs (the named
+model's family first, then any that claims the path: see ``family_for_path``). Options
 only one family reads (``families.base.OptionSpec``) are refused, here and only here, for a
 run whose models none of that family.
 """
@@ -52,9 +53,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
-def family_for_path(path: Path) -> Family:
-    """The family whose files ``path`` (an existing file or folder) holds."""
-    for family in all_families():
+def family_for_path(path: Path, options: Mapping[str, Any] | None = None,
+                    spec: ModelSpec | None = None) -> Family:
+    """The family whose files ``path`` (an existing file or folder) holds: the named model's
+    (``spec``) if it takes the path, else one that claims it (``Family.claims``: given with
+    its options, or its companion file beside it), else the first of the table."""
+    families = all_families()
+    first = [family_named(spec.family)] if spec is not None else []
+    first += [family for family in families if family.claims(path, options or {})]
+    for family in [*first, *families]:
         if family.sniff(path):
             return family
     accepted = "; ".join(family.weights_help for family in all_families())
@@ -88,7 +95,7 @@ def _load_local(path_text: str | Path, spec: ModelSpec | None, registry: Registr
     path = expand_path(str(path_text))
     if not path.exists():
         raise ModelError(f"--weights {path}: no such file or folder")
-    family = family_for_path(path)
+    family = family_for_path(path, options, spec)
     if spec is not None and spec.family != family.name:
         raise UsageError(f"--weights {path.name} is a {family.display} checkpoint, but "
                          f"model '{spec.name}' is a {family_named(spec.family).display} model")

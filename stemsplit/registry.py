@@ -160,6 +160,7 @@ def _spec_from_table(name: str, table: dict) -> ModelSpec:
             files=tuple(files),
             unsupported=table.get("unsupported"),
             config=config,
+            joins_ensembles=family.joins_ensembles(config),
         )
     except KeyError as missing:
         raise ModelError(f"weights.toml: model '{name}' lacks the field {missing}") from None

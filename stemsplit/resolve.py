@@ -147,7 +147,12 @@ def resolve_ensemble(names: Sequence[str], registry: Registry, *,
         listing = ", ".join(f"{m} {registry.get(m).sample_rate} Hz" for m in models)
         raise UsageError(f"the models of an ensemble must run at one sample rate ({listing})")
     for model in models:
-        registry.get(model).require_supported()
+        spec = registry.get(model)
+        spec.require_supported()
+        if not spec.joins_ensembles:
+            raise UsageError(f"{spec.name} is not a separation model (its output is not "
+                             "stems to combine); it cannot join an ensemble",
+                             hint=f"run it on its own: -n {spec.name}")
     name = ensemble_name(base, chosen, used, default_algorithm, default_weights)
     return Recipe(name=name, models=tuple(models), weights=used, algorithm=chosen,
                   preset=preset.name if preset is not None else None)

@@ -69,6 +69,9 @@ class ModelSpec:
     files: tuple[ModelFile, ...] = ()
     unsupported: str | None = None
     config: object = None
+    joins_ensembles: bool = True
+    """False for a model whose output is not a separation (a restoration model): an
+    ensemble refuses it."""
 
     def require_supported(self) -> None:
         """ModelError when stemsplit cannot run this model yet (weights.toml says why)."""

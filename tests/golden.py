@@ -72,10 +72,12 @@ def load_golden(name: str) -> Golden:
     return Golden(folder=folder, checkpoint=others[0], names=names, stems=stems, meta=meta)
 
 
-def run_stemsplit(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+def run_stemsplit(*args: str, cwd: Path, timeout: float = 900,
+                  env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m stemsplit ARGS`` in ``cwd``, offline unless ``env`` says otherwise."""
     return subprocess.run([sys.executable, "-m", "stemsplit", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "STEMSPLIT_OFFLINE": "1"})
+                          env={**os.environ, "STEMSPLIT_OFFLINE": "1", **(env or {})})
 
 
 def separate_with_cli(golden: Golden, tmp_path: Path, *extra: str,

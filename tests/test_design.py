@@ -239,7 +239,7 @@ def test_help_and_registry_import_no_torch():
     ("mdx", 'parameters = { n_fft = 6144, dimf = 3 }', "unknown MDX-Net parameter 'dimf'"),
     ("mdx", 'n_fft = 6144', "unknown key 'n_fft'"),
     ("msst", 'model_type = "bs_roformer"\nchunk = 3', "unknown key 'chunk'"),
-    ("msst", 'model_type = "scnet"', "model_type must be one of"),
+    ("msst", 'model_type = "scnet_unofficial"', "model_type must be one of"),
     ("nope", '', "unknown family 'nope'"),
 ])
 def test_unknown_keys_are_refused_when_the_registry_is_read(tmp_path, family, entry, message):

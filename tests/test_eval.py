@@ -593,3 +593,51 @@ def test_eval_with_a_model_equals_scoring_what_separate_writes(tmp_path, capsys,
     assert "error: b: no mixture file to separate (expected <track>/mixture.wav)" in err
     a, b = json.loads(out)["tracks"]
     assert a["stems"] == kept and b["status"] == "failed"
+
+
+# -- a restoration model's output: scored against restored.wav, or the mixture when told ---------
+def restoration_set(root: Path, with_restored_file: bool):
+    """One track: a clean original as mixture.wav (and as restored.wav when asked), and an
+    estimate folder holding restored.wav (the clean signal plus a little noise)."""
+    rng = np.random.default_rng(3)
+    clean = synthetic_stems(1.0, RATE, seed=4, stems=("vocals",))["vocals"]
+    estimate = (clean + 0.01 * rng.standard_normal(clean.shape)).astype(np.float32)
+    ref = root / "ref" / "song"
+    ref.mkdir(parents=True)
+    write_audio(ref / "mixture.wav", clean, RATE)
+    if with_restored_file:
+        write_audio(ref / "restored.wav", clean, RATE)
+    est = root / "est" / "song"
+    est.mkdir(parents=True)
+    write_audio(est / "restored.wav", estimate, RATE)
+    return root / "ref", root / "est", read_audio(ref / "mixture.wav"), \
+        read_audio(est / "restored.wav")
+
+
+def test_restored_is_scored_against_restored_wav(tmp_path, capsys):
+    ref, est, clean, estimate = restoration_set(tmp_path, with_restored_file=True)
+    code, out, err = run_eval(capsys, ref, est, "--json")
+    assert code == 0, err
+    stem = json.loads(out)["tracks"][0]["stems"]["restored"]
+    assert stem["reference"].endswith("restored.wav")
+    assert close(stem["sdr"], direct_sdr(clean, estimate))
+
+
+def test_mixture_as_scores_a_stem_against_the_mixture_and_says_so(tmp_path, capsys):
+    ref, est, clean, estimate = restoration_set(tmp_path, with_restored_file=True)
+    code, out, err = run_eval(capsys, ref, est, "--mixture-as", "restored", "--json")
+    assert code == 0, err
+    stem = json.loads(out)["tracks"][0]["stems"]["restored"]
+    assert stem["reference"].endswith("mixture.wav")
+    assert close(stem["sdr"], direct_sdr(clean, estimate))
+    assert "restored against mixture.wav" in err
+    assert "skipped" not in err  # restored.wav is not "a reference stem without an estimate"
+
+
+def test_a_reference_with_only_a_mixture_says_how_to_score_against_it(tmp_path, capsys):
+    ref, est, _, _ = restoration_set(tmp_path, with_restored_file=False)
+    code, _, err = run_eval(capsys, ref, est)
+    assert code == 1
+    assert "--mixture-as restored" in err
+    code, _, err = run_eval(capsys, ref, est, "--mixture-as", "restored")
+    assert code == 0, err

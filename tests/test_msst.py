@@ -198,9 +198,9 @@ def test_family_options_belong_to_their_family(tmp_path):
     path, _, _ = make_model(tmp_path, "bs_roformer")
     with pytest.raises(UsageError, match="--n-fft applies to MDX-Net models"):
         load_model(weights=path, options={"n_fft": 4096})
-    with pytest.raises(UsageError, match="--config applies to RoFormer/MDX23C models"):
+    with pytest.raises(UsageError, match="--config applies to ZFTurbo-format models"):
         load_model("htdemucs", options={"config": path.with_suffix(".yaml")})
-    with pytest.raises(UsageError, match="RoFormer/MDX23C checkpoint, but model 'htdemucs'"):
+    with pytest.raises(UsageError, match="ZFTurbo-format checkpoint, but model 'htdemucs'"):
         load_model("htdemucs", weights=path)
 
 

@@ -83,8 +83,13 @@ class EvalProgress(ProgressDisplay):
             frames = max((stem.frames for stem in score.stems.values()), default=0)
             audio_seconds = frames / score.sample_rate if score.sample_rate else 0.0
             count = len(score.stems)
+            against = [f"{name} against {Path(stem.reference).name}"
+                       for name, stem in score.stems.items()
+                       if Path(stem.reference).name.rsplit(".", 1)[0] not in (name, stem.reference)
+                       and not stem.reference.startswith("sum of ")]
             self.message(f"scored {score.track} ({count} stem{'s' if count != 1 else ''}, "
-                         f"{audio_seconds:.1f} s of audio, in {score.seconds_taken:.1f} s)")
+                         f"{audio_seconds:.1f} s of audio, in {score.seconds_taken:.1f} s"
+                         + "".join(f"; {text}" for text in against) + ")")
 
 
 # -- output ------------------------------------------------------------------------------
@@ -187,6 +192,7 @@ def _evaluate(
     metrics: str, tracks: Optional[List[str]], two_stems: Optional[str], device: Optional[str],
     jobs: int, segment: Optional[float], overlap: Optional[float], shifts: int, seed: int,
     batch_size: int, offline: bool, as_json: bool, csv_path: Optional[str], quiet: bool,
+    mixture_as: Optional[List[str]] = None,
 ) -> int:
     from .. import evaluation
 
@@ -220,11 +226,12 @@ def _evaluate(
                 ensemble_weights=ensemble_weights, weights=weights, out=out,
                 force=force, tracks=tracks, two_stems=two_stems, device=device, jobs=jobs,
                 segment=segment, overlap=overlap, shifts=shifts, seed=seed,
-                batch_size=batch_size, offline=offline)
+                batch_size=batch_size, offline=offline, mixture_as=mixture_as)
         else:
             assert estimates_dir is not None
             report = evaluation.evaluate_folders(reference_dir, estimates_dir, chosen_metrics,
-                                                 tracks=tracks, observer=progress)
+                                                 tracks=tracks, observer=progress,
+                                                 mixture_as=mixture_as or ())
     if not quiet:
         _print_table(results_table(report))
         if report.missing:
@@ -247,7 +254,8 @@ def _evaluate_with_model(reference_dir: Path, metrics, progress: EvalProgress, *
                          out: Optional[Path], force: bool, tracks: Optional[List[str]],
                          two_stems: Optional[str], device: Optional[str], jobs: int,
                          segment: Optional[float], overlap: Optional[float], shifts: int,
-                         seed: int, batch_size: int, offline: bool) -> "EvaluationReport":
+                         seed: int, batch_size: int, offline: bool,
+                         mixture_as: Optional[List[str]] = None) -> "EvaluationReport":
     """Separate each mixture with the model, preset or ensemble ``names`` ask for (or
     ``--weights``) and score it, as ``stemsplit separate`` would separate it."""
     from .. import evaluation
@@ -273,7 +281,7 @@ def _evaluate_with_model(reference_dir: Path, metrics, progress: EvalProgress, *
         return evaluation.evaluate_with_model(
             reference_dir, separator.model, metrics, settings=separator.settings,
             chunking=separator.chunking, selection=selection, out_dir=out, force=force,
-            tracks=tracks, observer=progress)
+            tracks=tracks, observer=progress, mixture_as=mixture_as or ())
 
 
 def eval_command(
@@ -284,6 +292,7 @@ def eval_command(
     metrics: str = typer.Option(_DEFAULT_METRICS, "--metrics", metavar="LIST",
                                 help="Comma-separated: sdr (global SDR over the whole track, as the music demixing challenges and MVSEP compute it), si_sdr (scale-invariant SDR), bss_v4 (museval's BSSEval v4 SDR/SIR/ISR/SAR, median over 1 s frames; needs `pip install \"stemsplit-cli[eval]\"` and holds a track's stems in memory, museval's way; sdr and si_sdr are read in blocks)."),
     tracks: Optional[List[str]] = typer.Option(None, "--track", metavar="NAME", help="Score only this reference track (repeatable)."),
+    mixture_as: Optional[List[str]] = typer.Option(None, "--mixture-as", metavar="STEM", help="Score STEM against the reference's mixture file instead of <track>/STEM.wav (repeatable): for a restoration model (Apollo's restored) when mixture.wav is the clean original. Each track's line says which reference a stem was scored against."),
     model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Separate every mixture with this model or preset (see `stemsplit models`) and score the stems. Repeat for an ensemble (-n A -n B).", autocompletion=complete_model),
     name: Optional[List[str]] = typer.Option(None, "-n", "--name", help="Same as --model.", autocompletion=complete_model),
     ensemble: Optional[EnsembleAlgorithm] = ENSEMBLE_OPTION,

@@ -179,6 +179,11 @@ class Family(ABC):
                 result.append(source)
         return result
 
+    def joins_ensembles(self, config: Any) -> bool:
+        """Whether a model with this family config (``parse``'s) may be an ensemble's member:
+        False for one whose output is not a separation."""
+        return True
+
     def details(self, spec: "ModelSpec") -> dict:
         """This family's settings of ``spec`` for ``stemsplit models info --json``."""
         return {}
@@ -203,6 +208,12 @@ class Family(ABC):
     @abstractmethod
     def sniff(self, path: Path) -> bool:
         """Whether ``--weights path`` (an existing file or folder) is this family's."""
+
+    def claims(self, path: Path, options: Mapping[str, Any]) -> bool:
+        """Whether ``--weights path`` is this family's ahead of the table's order: a file that
+        an earlier family reads too, given with this family's own options or with its
+        companion file beside it (``sniff`` must still accept it). False by default."""
+        return False
 
     # -- loading -------------------------------------------------------------------------
     @abstractmethod

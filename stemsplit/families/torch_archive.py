@@ -2,7 +2,8 @@
 
 A checkpoint's pickle is never handed to :mod:`pickle`'s default machinery or to
 ``torch.load``: it is read here with an unpickler that resolves only a short allow-list of
-globals (plain containers, ``fractions.Fraction``, ``collections.OrderedDict``, and the
+globals (plain containers, ``fractions.Fraction``, ``collections.OrderedDict``, torch's
+version string (read as a ``str``), and the
 tensor rebuilding that this module implements itself from the archive's raw storage
 records). A family may add a resolver for names of its own (e.g. map its class references
 to their dotted names without importing them). Any other global is refused before it is
@@ -177,6 +178,9 @@ class RestrictedUnpickler(pickle.Unpickler):
             return OrderedDict
         if module == "fractions" and name == "Fraction":
             return Fraction
+        if module == "torch.torch_version" and name == "TorchVersion":
+            # torch.__version__, a str subclass (Apollo's serialize() stores it): a plain str
+            return str
         if module == "_codecs" and name == "encode":
             return _latin1_encode
         if module == "torch._utils" and name in _TORCH_UTILS:

@@ -443,11 +443,31 @@ def _norm_per_band(y: torch.Tensor, norm: nn.Module,
     if bias is not None:  # the mean of y + bias, less the bias: (B, C, Fr, 1)
         mean = (mean + bias.mean()) - bias[:, None, None]
     centred = y.sub_(mean)
-    var = torch.linalg.vector_norm(centred, dim=3, keepdim=True).square_().sum(1, keepdim=True)
+    var = _sum_of_squares_along_time(centred).sum(1, keepdim=True)
     scale = var.div_(count).add_(norm.eps).rsqrt_()
     if not norm.affine:
         return centred.mul_(scale)
     return centred.mul_(scale * norm.weight[:, None, None]).add_(norm.bias[:, None, None])
+
+
+NORM_BLOCK = 8192
+"""Samples per float32 norm in ``_sum_of_squares_along_time``."""
+
+
+def _sum_of_squares_along_time(x: torch.Tensor) -> torch.Tensor:
+    """``(x ** 2).sum(3, keepdim=True)`` of a (B, C, Fr, T) tensor, from float32 norms of
+    ``NORM_BLOCK``-sample blocks added up. One norm over a long time axis (DrumSep's 40 s
+    chunks: 441,000 samples) accumulates about 1e-5 relative error; blocks keep it near
+    2e-7 at under twice the (small) cost. Up to one block, a single norm as before."""
+    steps = x.shape[3]
+    if steps <= NORM_BLOCK:
+        return torch.linalg.vector_norm(x, dim=3, keepdim=True).square_()
+    whole = steps - steps % NORM_BLOCK
+    blocks = x[..., :whole].unflatten(3, (-1, NORM_BLOCK))
+    total = torch.linalg.vector_norm(blocks, dim=4).square_().sum(3, keepdim=True)
+    if whole < steps:
+        total += torch.linalg.vector_norm(x[..., whole:], dim=3, keepdim=True).square_()
+    return total
 
 
 def _apply_dconv_per_band(dconv: nn.Module, y: torch.Tensor) -> torch.Tensor:

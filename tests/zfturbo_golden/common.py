@@ -102,8 +102,9 @@ def zfturbo_inference(model_type: str, config_path: Path, checkpoint: Path,
     if normalized:
         mix, norm_params = normalize_audio(mix)
     stems = demix(config, model, mix, "cpu", model_type=model_type, pbar=False)
-    if not isinstance(stems, dict):  # demucs mode, one instrument: a bare array
-        stems = {config.training.instruments[0]: stems}
+    if not isinstance(stems, dict):  # demucs mode, one instrument: a bare (1, C, T) array
+        stems = {config.training.instruments[0]: np.asarray(stems).reshape(
+            np.asarray(stems).shape[-2:])}
     if normalized:
         stems = {name: denormalize_audio(value, norm_params) for name, value in stems.items()}
     return {name: np.asarray(value, dtype=np.float32) for name, value in stems.items()}

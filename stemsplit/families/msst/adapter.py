@@ -23,14 +23,16 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from ...errors import ModelError, UsageError
 from ..base import ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec
-from .types import MODEL_TYPES, listed, model_type_of
+from .types import MODEL_TYPES, ChunkTooShort, listed, model_type_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...engine import Network
     from ...specs import ModelFile, ModelSpec
     from .config import MSSTConfig
 
-CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt")
+CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt", ".chpt", ".bin", ".th")
+"""What a published checkpoint's name ends with (BandIt Plus's is ``.chpt``, Apollo's
+``pytorch_model.bin``, DrumSep's a demucs package ``.th``)."""
 CONFIG_SUFFIXES = (".yaml", ".yml")
 STATE_WRAPPERS = ("state_dict", "model_state_dict", "model", "state")
 
@@ -44,15 +46,16 @@ class MSSTEntry:
 
 class MSSTFamily(Family):
     name = "msst"
-    display = "RoFormer/MDX23C"
+    display = "ZFTurbo-format"
     vocabulary = (r"roformer", r"zfturbo", r"\.ckpt", r"model[_-]type", r"tfc[_-]tdf",
                   r"band[_-]split", r"\bmel\b")
-    weights_help = "a RoFormer/MDX23C .ckpt (its YAML config beside it, or --config)"
+    weights_help = ("a ZFTurbo-format checkpoint (.ckpt, .chpt, .bin; a DrumSep .th) with its "
+                    "YAML config beside it, or --config")
     options = (
-        OptionSpec("--config", "config", "path", "RoFormer/MDX23C: the checkpoint's "
+        OptionSpec("--config", "config", "path", "ZFTurbo-format: the checkpoint's "
                    "ZFTurbo-style YAML config (default: the .yaml beside the .ckpt with the "
                    "same name).", "YAML"),
-        OptionSpec("--model-type", "model_type", "str", f"RoFormer/MDX23C: {listed(' or ')}, "
+        OptionSpec("--model-type", "model_type", "str", f"ZFTurbo-format: {listed(' or ')}, "
                    "when the config does not tell.", "TYPE"),
     )
 
@@ -62,7 +65,7 @@ class MSSTFamily(Family):
         unknown = sorted(set(table) - {"model_type"})
         if unknown:
             raise ModelError(f"weights.toml: model '{name}': unknown key '{unknown[0]}' for a "
-                             "RoFormer/MDX23C model", hint="it has model_type and files")
+                             "ZFTurbo-format model", hint="it has model_type and files")
         model_type = table.get("model_type")
         if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
             raise ModelError(f"weights.toml: model '{name}': model_type must be one of "
@@ -70,9 +73,12 @@ class MSSTFamily(Family):
         checkpoints = [f for f in url_files if f.filename.endswith(CHECKPOINT_SUFFIXES)]
         configs = [f for f in url_files if f.filename.endswith(CONFIG_SUFFIXES)]
         if len(checkpoints) != 1 or len(configs) != 1 or len(url_files) != 2:
-            raise ModelError(f"weights.toml: model '{name}': a RoFormer/MDX23C model has one "
-                             ".ckpt file and one .yaml config")
+            raise ModelError(f"weights.toml: model '{name}': a ZFTurbo-format model has one "
+                             "checkpoint and one .yaml config")
         return MSSTEntry(model_type=model_type), url_files
+
+    def joins_ensembles(self, config: MSSTEntry) -> bool:
+        return MODEL_TYPES[config.model_type].joins_ensembles
 
     def details(self, spec: "ModelSpec") -> dict:
         return {"model_type": spec.config.model_type}
@@ -85,6 +91,19 @@ class MSSTFamily(Family):
         if path.is_dir():
             return len([p for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES]) == 1
         return path.suffix in CHECKPOINT_SUFFIXES
+
+    def claims(self, path: Path, options: Mapping[str, Any]) -> bool:
+        """A checkpoint file given with ``--config``, or with a ZFTurbo-style config beside
+        it, is this family's ahead of the demucs family (whose a demucs package such as
+        DrumSep's ``.th`` is otherwise)."""
+        if not path.is_file() or path.suffix not in CHECKPOINT_SUFFIXES:
+            return False
+        if options.get("config") is not None:
+            return True
+        try:
+            return _is_model_config(_config_beside(path))
+        except ModelError:
+            return False
 
     # -- loading -------------------------------------------------------------------------
     def load(self, spec, fetched: Fetched, options, device) -> LoadedModel:
@@ -162,29 +181,51 @@ def _config_beside(checkpoint: Path) -> Path:
                      f"{', '.join(names)})", hint="give it with --config MODEL.yaml")
 
 
+def _is_model_config(path: Path) -> bool:
+    """Whether ``path`` reads as a ZFTurbo-style config (a mapping with a ``training``
+    section; a demucs bag file has none)."""
+    import yaml
+
+    from .config import _ConfigLoader
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            document = yaml.load(file, Loader=_ConfigLoader.get())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(document, dict) and isinstance(document.get("training"), dict)
+
+
 def _valid_chunk(config: "MSSTConfig", chunk: int, asked: bool) -> int:
-    """The chunk length the network takes nearest below ``chunk`` (its type's chunk rule),
-    checked against the STFT's reflection padding."""
+    """The chunk length the network takes nearest below ``chunk`` (its type's chunk rule,
+    which also checks what the network's STFT needs)."""
     rule = model_type_of(config).valid_chunk
     try:
-        valid = rule(config, chunk)
+        return rule(config, chunk)
+    except ChunkTooShort as error:
+        raise (UsageError if asked else ModelError)(str(error)) from None
     except ValueError as error:
         raise (UsageError if asked else ModelError)(f"chunk of {chunk} samples: {error}") from None
-    n_fft = int(config.model.get("stft_n_fft", config.audio.get("n_fft", 2048)))
-    if valid <= n_fft // 2:
-        raise (UsageError if asked else ModelError)(
-            f"a chunk of {chunk} samples is too short for this network (its STFT takes "
-            f"more than {n_fft // 2})")
-    return valid
+
+
+def _demucs_class_name(module: str, name: str) -> str | None:
+    """A demucs package's ``klass`` (DrumSep's ``.th``: ``demucs.hdemucs.HDemucs``) as its
+    dotted name, nothing imported; ZFTurbo reads only the package's ``state``."""
+    dotted = f"{module}.{name}"
+    if module.split(".", 1)[0] == "demucs" and all(part.isidentifier()
+                                                   for part in dotted.split(".")):
+        return dotted
+    return None
 
 
 def read_state(path: Path) -> dict:
-    """A checkpoint's state_dict, unwrapped, as float32 tensors."""
+    """A checkpoint's state_dict, unwrapped, as float32 tensors (a demucs package's
+    ``state`` too: its class reference is read as a name, never imported)."""
     import torch
 
     from ..torch_archive import load_torch_archive
 
-    state = load_torch_archive(path)
+    state = load_torch_archive(path, _demucs_class_name)
     for _ in range(3):
         if not isinstance(state, dict):
             break
@@ -214,7 +255,7 @@ def _load(checkpoint: Path, config_path: Path, model_type: str | None, spec: "Mo
     if not checkpoint.is_file():
         raise ModelError(f"{checkpoint}: no such file")
     config = read_config(config_path, model_type)
-    if spec is not None and tuple(spec.stems) != config.stems:
+    if spec is not None and set(spec.stems) != set(config.stems):
         raise ModelError(f"model '{spec.name}': its config's stems {list(config.stems)} differ "
                          f"from weights.toml's {list(spec.stems)}")
     network = build_network(config)

@@ -13,8 +13,8 @@ To add a type, write its row and nothing else:
   against the constructor (and any other section the network reads), raising ModelError
   naming the first unknown key; then ``_construct(cls, kwargs, config)``.
 - ``valid_chunk``: ``(config, chunk) -> the longest length <= chunk the network takes``
-  (ValueError when none does; the adapter words it as a usage or model error and checks
-  the STFT minimum itself).
+  (ValueError when none does, the adapter words it as a usage or model error about the
+  chunk; ``ChunkTooShort``, from ``require_stft_room``, when the network's STFT needs more).
 - ``channels``: ``config -> the number of audio channels the network reads and gives``.
 - ``recognises``: ``model section -> True`` when its keys show this type (None: the type
   cannot be told from its keys; it needs ``training.model_type`` or ``--model-type``), with
@@ -44,10 +44,12 @@ The order of ``MODEL_TYPES`` is the order messages and ``--model-type``'s help l
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ...errors import ModelError
+from .demix import demucs_chunking
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import MSSTConfig
@@ -163,10 +165,29 @@ def _any_chunk(config: "MSSTConfig", chunk: int) -> int:
     return chunk
 
 
+class ChunkTooShort(ValueError):
+    """A ``valid_chunk`` refusal worded in full (the adapter does not prefix the chunk)."""
+
+
+def require_stft_room(valid: int, chunk: int, n_fft: int) -> int:
+    """``valid`` if it is longer than half an STFT window (the reflection padding of a centred
+    STFT needs that), else ChunkTooShort naming ``chunk`` (what was asked for)."""
+    if valid <= n_fft // 2:
+        raise ChunkTooShort(f"a chunk of {chunk} samples is too short for this network (its "
+                            f"STFT takes more than {n_fft // 2})")
+    return valid
+
+
+def _roformer_chunk(config: "MSSTConfig", chunk: int) -> int:
+    """Any length the STFT can pad."""
+    return require_stft_room(chunk, chunk, int(config.model.get("stft_n_fft", 2048)))
+
+
 def _whole_hops(config: "MSSTConfig", chunk: int) -> int:
     """The Mel-Band RoFormer's iSTFT gives whole hops back."""
     hop = int(config.model.get("stft_hop_length", 512))
-    return chunk - chunk % hop
+    return require_stft_room(chunk - chunk % hop, chunk,
+                             int(config.model.get("stft_n_fft", 2048)))
 
 
 # -- MDX23C (TFC-TDF v3) ----------------------------------------------------------------------
@@ -194,17 +215,325 @@ def _mdx23c_chunk(config: "MSSTConfig", chunk: int) -> int:
     from ...models.mdx23c import chunk_size_for
 
     scale = config.model.get("scale", (2, 2))
-    return chunk_size_for(chunk, int(config.audio["hop_length"]),
-                          int(config.model["num_scales"]), int(scale[0]))
+    valid = chunk_size_for(chunk, int(config.audio["hop_length"]),
+                           int(config.model["num_scales"]), int(scale[0]))
+    return require_stft_room(valid, chunk, int(config.audio.get("n_fft", 2048)))
 
 
 def _mdx23c_channels(config: "MSSTConfig") -> int:
     return int(config.audio.get("num_channels", 2))
 
 
+# -- Apollo (JusperLee's LQ MP3 restoration) --------------------------------------------------
+APOLLO_MODEL_KEYS = ("sr", "win", "feature_dim", "layer")
+
+
+def _build_apollo(config: MSSTConfig) -> Any:
+    """Apollo from ``model: {sr, win, feature_dim, layer}``; it gives one stem (ZFTurbo's
+    config: ``target_instrument: restored``)."""
+    from ...models.apollo import Apollo
+
+    name = label(config)
+    unknown = sorted(str(key) for key in set(config.model) - set(APOLLO_MODEL_KEYS))
+    if unknown:
+        raise ModelError(f"{name}: unknown key 'model.{unknown[0]}' for Apollo",
+                         hint=f"Apollo's model section has {', '.join(APOLLO_MODEL_KEYS)}")
+    missing = [key for key in APOLLO_MODEL_KEYS if key not in config.model]
+    if missing:
+        raise ModelError(f"{name}: the config's model section lacks {', '.join(missing)}")
+    stems = config.network_stems
+    if len(stems) != 1:
+        raise ModelError(f"{name}: Apollo gives one stem, but the config's training section "
+                         f"names {len(stems)} ({list(stems)})",
+                         hint="set training.target_instrument (ZFTurbo's config: restored)")
+    return _construct(Apollo, dict(config.model), config)
+
+
+def _apollo_chunk(config: MSSTConfig, chunk: int) -> int:
+    """Any length above half the STFT window (the reflection padding needs it)."""
+    from ...models.apollo import window_samples
+
+    half = window_samples(config.model["sr"], config.model["win"]) // 2
+    if chunk <= half:
+        raise ValueError(f"Apollo's STFT takes more than {half} samples")
+    return chunk
+
+
+def _apollo_channels(config: MSSTConfig) -> int:
+    """Every channel is restored on its own; a mono input is doubled when the config says
+    ``audio.num_channels: 2``, as ZFTurbo's inference does."""
+    return int(config.audio.get("num_channels", 2))
+
+
+# -- SCNet (plain, masked, Tran) ----------------------------------------------------------------
+def _build_scnet_type(config: "MSSTConfig", cls: Any) -> Any:
+    """SCNet and its variants from their constructor keywords (ZFTurbo passes the model
+    section as they are); ``model.sources`` counts the network's outputs."""
+    name = label(config)
+    accepted = inspect.signature(cls).parameters
+    unknown = [str(key) for key in config.model if key not in accepted]
+    if unknown:
+        raise ModelError(f"{name}: unknown key 'model.{unknown[0]}' for {config.model_type}",
+                         hint="stemsplit may not know this variant of the network yet")
+    sources = config.model.get("sources", accepted["sources"].default)
+    if not isinstance(sources, (list, tuple)) or not sources:
+        raise ModelError(f"{name}: model.sources must list the network's stems, not {sources!r}")
+    stems = config.network_stems
+    if len(sources) != len(stems):
+        raise ModelError(f"{name}: model.sources names {len(sources)} stem(s) ({list(sources)}), "
+                         f"but the config's training section names {len(stems)} output stem(s) "
+                         f"({list(stems)})")
+    return _construct(cls, dict(config.model), config)
+
+
+def _build_scnet(config: "MSSTConfig") -> Any:
+    from ...models.scnet import SCNet
+
+    return _build_scnet_type(config, SCNet)
+
+
+def _build_scnet_masked(config: "MSSTConfig") -> Any:
+    from ...models.scnet import MaskedSCNet
+
+    return _build_scnet_type(config, MaskedSCNet)
+
+
+def _build_scnet_tran(config: "MSSTConfig") -> Any:
+    from ...models.scnet_tran import SCNetTran
+
+    return _build_scnet_type(config, SCNetTran)
+
+
+def _scnet_chunk(config: "MSSTConfig", chunk: int) -> int:
+    """Any length whose padded STFT input (an odd multiple of the hop, see
+    ``models.scnet.end_padding``) is longer than half the FFT (the reflection padding)."""
+    from ...models.scnet import shortest_chunk
+
+    nfft = int(config.model.get("nfft", 4096))
+    shortest = shortest_chunk(nfft, int(config.model.get("hop_size", 1024)))
+    if chunk < shortest:
+        raise ValueError(f"SCNet's STFT (nfft {nfft}) takes at least {shortest} samples")
+    return chunk
+
+
+def _scnet_channels(config: "MSSTConfig") -> int:
+    return int(config.model.get("audio_channels", 2))
+
+
+def _recognises_scnet_tran(model: Mapping[str, Any]) -> bool:
+    return "band_SR" in model and any(str(key).startswith("tran_") for key in model)
+
+
+# -- HTDemucs, HDemucs, Demucs (ZFTurbo's demucs4ht: ``model: htdemucs``) ---------------------
+DEMUCS_ARCHITECTURES: dict[str, tuple[str, str]] = {
+    "htdemucs": ("htdemucs", "HTDemucs"),
+    "hdemucs": ("hdemucs", "HDemucs"),
+    "demucs": ("demucs", "Demucs"),
+}
+"""A config's string ``model`` -> (our module under ``stemsplit/models``, its class): the
+networks ZFTurbo's ``models/demucs4ht.get_model`` builds (its own copy of HTDemucs, demucs
+4.1's HDemucs and Demucs)."""
+DEMUCS_FROM_TRAINING = {"sources": "instruments", "audio_channels": "channels",
+                        "samplerate": "samplerate", "segment": "segment"}
+"""The constructor keywords ZFTurbo takes from ``training`` (the network's section may not
+repeat them: ZFTurbo would pass them twice)."""
+_YAML12_FLOAT = re.compile(r"[-+]?(\d+(_\d+)*\.[\d_]*([eE][-+]?\d+)?|\d+(_\d+)*[eE][-+]?\d+"
+                           r"|\.\d+(_\d+)*([eE][-+]\d+)?)")
+
+
+def _omegaconf_number(value: Any) -> Any:
+    """``value`` as OmegaConf reads it (ZFTurbo loads these configs with OmegaConf): its YAML
+    also takes ``1e-3`` and ``1.0e3`` for floats, which PyYAML leaves as strings."""
+    if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value):
+        return float(value.replace("_", ""))
+    if isinstance(value, list):
+        return [_omegaconf_number(item) for item in value]
+    return value
+
+
+def _demucs_timing(sections: Mapping[str, Mapping[str, Any]]) -> tuple[int, int]:
+    """demix's "demucs" mode: chunks of ``training.samplerate * training.segment`` samples."""
+    training = sections.get("training", {})
+    rate = _omegaconf_number(training.get("samplerate"))
+    segment = _omegaconf_number(training.get("segment"))
+    for key, value in (("samplerate", rate), ("segment", segment)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"training.{key} must be a positive number, not {value!r}")
+    if not isinstance(rate, int) and not float(rate).is_integer():
+        raise ValueError(f"training.samplerate must be a whole number, not {rate!r}")
+    chunk = rate * segment
+    if not float(chunk).is_integer():
+        raise ValueError(f"training.segment * training.samplerate ({segment} * {rate}) is not "
+                         "a whole number of samples")
+    return int(chunk), int(rate)
+
+
+def _demucs_class(config: "MSSTConfig") -> Any:
+    import importlib
+
+    architecture = config.architecture
+    if architecture not in DEMUCS_ARCHITECTURES:
+        named = (f"'model: {architecture}'" if architecture is not None
+                 else "a 'model' section, not a network's name")
+        raise ModelError(f"{label(config)}: the config has {named}; an {config.model_type} "
+                         f"config names one of {', '.join(DEMUCS_ARCHITECTURES)}")
+    module, name = DEMUCS_ARCHITECTURES[architecture]
+    return getattr(importlib.import_module(f"stemsplit.models.{module}"), name)
+
+
+def _demucs_keywords(config: "MSSTConfig", cls: Any) -> dict:
+    """The network's keywords: its section (numbers as OmegaConf reads them) with what
+    ZFTurbo adds from ``training``."""
+    name, section = label(config), config.architecture
+    keywords = {str(key): _omegaconf_number(value) for key, value in config.model.items()}
+    subbands = keywords.pop("num_subbands", 1) if section == "htdemucs" else 1
+    if subbands != 1:
+        raise ModelError(f"{name}: {section}.num_subbands: {subbands!r} is not supported "
+                         "(stemsplit runs HTDemucs with 1, as every published config has)")
+    accepted = inspect.signature(cls).parameters
+    for key in keywords:
+        if key in DEMUCS_FROM_TRAINING:
+            raise ModelError(f"{name}: '{section}.{key}' is set by "
+                             f"training.{DEMUCS_FROM_TRAINING[key]}; remove it")
+        if key not in accepted:
+            raise ModelError(f"{name}: unknown key '{section}.{key}' for {cls.__name__}",
+                             hint="stemsplit may not know this variant of the network yet")
+    if config.target is not None:
+        raise ModelError(f"{name}: training.target_instrument is not supported for "
+                         f"{config.model_type} (its demix gives every instrument)",
+                         hint="set it to null")
+    channels = config.training.get("channels")
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
+        raise ModelError(f"{name}: training.channels must be a positive whole number, not "
+                         f"{channels!r}")
+    if section == "htdemucs":
+        keywords.setdefault("use_train_segment", False)  # ZFTurbo's copy's default
+    return dict(keywords, sources=list(config.instruments), audio_channels=channels,
+                samplerate=config.sample_rate,
+                segment=_omegaconf_number(config.training["segment"]))
+
+
+def _build_demucs(config: "MSSTConfig") -> Any:
+    """HTDemucs, HDemucs or Demucs, as the config's string ``model`` says."""
+    cls = _demucs_class(config)
+    return _construct(cls, _demucs_keywords(config, cls), config)
+
+
+def _demucs_chunk(config: "MSSTConfig", chunk: int) -> int:
+    """Every chunk is fed whole, and the networks take any length: a chunk is valid from one
+    STFT window up (HTDemucs, HDemucs; Demucs v2 has no STFT), shorter or longer than the
+    training segment. HTDemucs with ``use_train_segment`` pads a chunk to its training
+    segment, so takes none longer; with ``t_emb: scaled`` its transformer has learnt
+    positions for at most ``t_max_positions`` steps of the waveform branch."""
+    model = {str(key): _omegaconf_number(value) for key, value in config.model.items()}
+    if config.architecture in ("htdemucs", "hdemucs"):
+        nfft = int(model.get("nfft", 4096))
+        if chunk < nfft:
+            raise ValueError(f"the network's STFT takes at least {nfft} samples")
+    if config.architecture == "htdemucs":
+        training_length = config.chunk_size
+        if model.get("use_train_segment", False) and chunk > training_length:
+            raise ValueError(f"the network pads its input to its training segment of "
+                             f"{training_length} samples (use_train_segment) and takes no "
+                             "longer one")
+        if model.get("t_emb", "sin") == "scaled" and model.get("t_layers", 5):
+            steps, nfft = chunk, int(model.get("nfft", 4096))
+            freqs, stride = nfft // 2, int(model.get("stride", 4))
+            for _ in range(int(model.get("depth", 4))):
+                if freqs <= 1:
+                    break
+                steps = -(-steps // stride)
+                freqs = 1 if freqs <= int(model.get("kernel_size", 8)) else freqs // stride
+            positions = int(model.get("t_max_positions", 10000))
+            if steps > positions:
+                raise ValueError(f"the transformer has learnt {positions} positions, and "
+                                 f"such a chunk needs {steps}")
+    return chunk
+
+
+def _demucs_channels(config: "MSSTConfig") -> int:
+    return int(config.training["channels"])
+
+
+def _recognises_demucs(model: Mapping[str, Any]) -> bool:
+    """The ``dconv_*`` keys (the DConv residual branch) are Demucs' alone."""
+    return any(str(key).startswith("dconv_") for key in model)
+
+
+# -- BandIt Plus (bandit) and BandIt v2 (bandit_v2) -----------------------------------------
+BANDIT_REQUIRED = {"bandit": ("in_channel", "stems", "band_specs"),
+                   "bandit_v2": ("in_channels", "stems")}
+"""The keywords ZFTurbo's BandIt classes have no default for."""
+
+
+def _build_bandit_type(config: "MSSTConfig", cls: Any) -> Any:
+    """BandIt from its keywords as ZFTurbo passes them (``model``, v2: ``kwargs``); the
+    stems it names (``stems``, in the order of its outputs) must be the ones the training
+    section names, in the same order (ZFTurbo labels the outputs with those)."""
+    from ...stems import stem_name
+
+    name = label(config)
+    section = model_type_of(config).model_section
+    accepted = inspect.signature(cls).parameters
+    unknown = [str(key) for key in config.model if key not in accepted]
+    if unknown:
+        raise ModelError(f"{name}: unknown key '{section}.{unknown[0]}' for "
+                         f"{config.model_type}",
+                         hint="stemsplit may not know this variant of the network yet")
+    missing = [key for key in BANDIT_REQUIRED[config.model_type] if key not in config.model]
+    if missing:
+        raise ModelError(f"{name}: the config's {section} section lacks {', '.join(missing)}")
+    stems = config.model["stems"]
+    if not isinstance(stems, (list, tuple)) or not all(isinstance(s, str) for s in stems):
+        raise ModelError(f"{name}: {section}.stems must list the network's stems, not "
+                         f"{stems!r}")
+    if tuple(stem_name(stem) for stem in stems) != config.network_stems:
+        raise ModelError(f"{name}: {section}.stems {list(stems)} are not the stems the "
+                         f"training section names ({list(config.network_stems)})",
+                         hint=f"the network gives {section}.stems in that order; "
+                              "training.instruments must list the same stems in the same "
+                              "order")
+    return _construct(cls, dict(config.model), config)
+
+
+def _build_bandit(config: "MSSTConfig") -> Any:
+    from ...models.bandit import BandItPlus
+
+    return _build_bandit_type(config, BandItPlus)
+
+
+def _build_bandit_v2(config: "MSSTConfig") -> Any:
+    from ...models.bandit_v2 import BandItV2
+
+    return _build_bandit_type(config, BandItV2)
+
+
+def _bandit_chunk(config: "MSSTConfig", chunk: int) -> int:
+    """Any length from one sample: BandIt Plus's STFT pads with zeros."""
+    if chunk < 1:
+        raise ValueError("BandIt Plus takes chunks of at least one sample")
+    return chunk
+
+
+def _bandit_v2_chunk(config: "MSSTConfig", chunk: int) -> int:
+    """Any length from one sample; above half the FFT unless the STFT pads with zeros
+    (the config's ``pad_mode``: the published one reflects)."""
+    if chunk < 1:
+        raise ValueError("BandIt v2 takes chunks of at least one sample")
+    n_fft = config.model.get("n_fft", 2048)
+    if config.model.get("pad_mode", "constant") != "constant" and isinstance(n_fft, int):
+        return require_stft_room(chunk, chunk, n_fft)
+    return chunk
+
+
+def _bandit_channels(config: "MSSTConfig") -> int:
+    """Every channel is a batch item of its own: the config's ``audio.num_channels``."""
+    return int(config.audio.get("num_channels", 2))
+
+
 # -- the table --------------------------------------------------------------------------------
 MODEL_TYPES: dict[str, ModelType] = {row.name: row for row in (
-    ModelType("bs_roformer", build=_build_bs_roformer, valid_chunk=_any_chunk,
+    ModelType("bs_roformer", build=_build_bs_roformer, valid_chunk=_roformer_chunk,
               channels=_roformer_channels,
               recognises=lambda model: "dim" in model and "depth" in model, guess_rank=2),
     ModelType("mel_band_roformer", build=_build_mel_band_roformer, valid_chunk=_whole_hops,
@@ -214,6 +543,31 @@ MODEL_TYPES: dict[str, ModelType] = {row.name: row for row in (
               channels=_mdx23c_channels,
               recognises=lambda model: "num_subbands" in model or "num_scales" in model,
               guess_rank=0),
+    ModelType("apollo", build=_build_apollo, valid_chunk=_apollo_chunk,
+              channels=_apollo_channels,
+              recognises=lambda model: "layer" in model and "feature_dim" in model,
+              complement=False, joins_ensembles=False),
+    # SCNet: band_SR is its own key (scnet_unofficial's configs say bandsplit_ratios); the
+    # masked SCNet has exactly SCNet's keys, so it needs training.model_type/--model-type.
+    ModelType("scnet", build=_build_scnet, valid_chunk=_scnet_chunk, channels=_scnet_channels,
+              recognises=lambda model: "band_SR" in model, guess_rank=4),
+    ModelType("scnet_masked", build=_build_scnet_masked, valid_chunk=_scnet_chunk,
+              channels=_scnet_channels, recognises=None),
+    ModelType("scnet_tran", build=_build_scnet_tran, valid_chunk=_scnet_chunk,
+              channels=_scnet_channels, recognises=_recognises_scnet_tran, guess_rank=3),
+    # ZFTurbo's demucs4ht: the config's string ``model`` (htdemucs, hdemucs or demucs) names
+    # the network and its section; its section has MDX23C's num_subbands, so it ranks first.
+    ModelType("htdemucs", build=_build_demucs, valid_chunk=_demucs_chunk,
+              channels=_demucs_channels, recognises=_recognises_demucs, guess_rank=-1,
+              timing=_demucs_timing, chunking=demucs_chunking),
+    # BandIt: ``band_specs``/``band_type`` with ``n_sqm_modules`` are BandIt's alone; v2's
+    # keywords are in the ``kwargs`` section.
+    ModelType("bandit", build=_build_bandit, valid_chunk=_bandit_chunk,
+              channels=_bandit_channels,
+              recognises=lambda model: "band_specs" in model and "n_sqm_modules" in model),
+    ModelType("bandit_v2", build=_build_bandit_v2, valid_chunk=_bandit_v2_chunk,
+              channels=_bandit_channels, model_section="kwargs",
+              recognises=lambda model: "n_sqm_modules" in model and "stems" in model),
 )}
 """The model types stemsplit runs, by name."""
 
