@@ -548,7 +548,8 @@ def test_model_names_complete_without_torch():
     code = ("import sys\nfrom stemsplit.cli import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n")
-    cases = {"stemsplit models info htdemucs_": {"htdemucs_ft", "htdemucs_6s"},
+    cases = {"stemsplit models info htdemucs_": {"htdemucs_ft", "htdemucs_6s",
+                                                 "htdemucs_mvsep_vocals"},
              "stemsplit models download hd": {"hdemucs_mmi", "hdemucs"},
              "stemsplit song.mp3 -n htdemucs_f": {"htdemucs_ft"},
              "stemsplit separate song.mp3 --model htdemucs_f": {"htdemucs_ft"},
