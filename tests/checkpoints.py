@@ -31,6 +31,7 @@ import io
 import json
 import os
 import re
+import signal
 import socket
 import threading
 from fractions import Fraction
@@ -657,3 +658,10 @@ def run_stemsplit_probed(args: Sequence[str], *, cwd: Path, env: dict | None = N
     imported = {name for name in probe[-1].split(":", 1)[1].split(",") if name}
     stderr = "\n".join(line for line in lines if not line.startswith("IMPORTED:")).strip()
     return result, stderr, imported
+
+
+def default_sigint() -> None:
+    """In the child: Ctrl-C's default disposition, as a terminal gives it. A child inherits
+    an ignored SIGINT (Python then installs no KeyboardInterrupt handler), and the pytest
+    process may hold one ignored after in-process CLI runs."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

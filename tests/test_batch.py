@@ -16,8 +16,10 @@ import pytest
 import soundfile
 
 from stemsplit.batch import BatchItem, collect_inputs
+from tests.checkpoints import default_sigint
 
 STEMS = ("drums", "bass", "other", "vocals")
+
 
 
 def tone(path: Path, seconds: float = 0.5, rate: int = 44100) -> Path:
@@ -128,7 +130,8 @@ def test_interrupted_batch_finishes_the_rest_when_restarted(tiny_hf_home, run_cl
     process = subprocess.Popen([sys.executable, "-m", "stemsplit", "batch", "in", "-o", "out",
                                 "--parallel", "2"],
                                cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+                               stderr=subprocess.PIPE,
+                               preexec_fn=default_sigint)
     first = outputs_of(tmp_path / "out", "track 0")
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not all(p.is_file() for p in first):

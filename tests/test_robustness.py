@@ -19,6 +19,7 @@ import pytest
 import soundfile
 
 from stemsplit.audio import ffmpeg_path
+from tests.checkpoints import default_sigint
 
 
 def tone(seconds: float, rate: int, channels: int) -> np.ndarray:
@@ -175,7 +176,8 @@ def test_interrupt_leaves_nothing_behind(run_cli, tiny_hf_home, tmp_path, sent, 
            "TMPDIR": str(tmp_path / "tmp")}
     process = subprocess.Popen([sys.executable, "-m", "stemsplit", "long.wav", "-o", "out"],
                                cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+                               stderr=subprocess.PIPE,
+                               preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not leftovers(tmp_path / "out"):
         time.sleep(0.05)  # wait until the stem writers hold temporary files
