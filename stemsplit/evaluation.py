@@ -648,12 +648,9 @@ def _score_into(result: TrackScore, reference: ReferenceTrack, estimates: Mappin
         raise InputError("no reference stems (expected <track>/<stem>.wav)")
     plans, skipped = plan_stems(reference, estimates, mixture_as)
     result.skipped = skipped
-    if not plans:
-        if not reference.stems:
-            raise InputError("no reference stems (expected <track>/<stem>.wav)",
-                             hint=next((reason.split("; ", 1)[1] for reason in skipped.values()
-                                        if "--mixture-as" in reason), None))
-        raise InputError("no estimate matches a reference stem")
+    if not plans:  # the skipped stems' reasons say how to score them against a mixture
+        raise InputError("no reference stems (expected <track>/<stem>.wav)" if not reference.stems
+                         else "no estimate matches a reference stem")
     first = next(iter(reference.stems.values()), plans[0].reference_parts[0])
     info = audio.probe(first)
     rate = info.sample_rate

@@ -21,6 +21,8 @@ import torch
 from tests.parity import assert_close_to_peak
 
 DATA = Path(__file__).resolve().parent / "data" / "zfturbo_golden"
+PUBLISHED = Path(__file__).resolve().parent / "data" / "msst"
+"""Published configs, copied as they are (ZFTurbo's as ``zfturbo_<name>.yaml``)."""
 CONFIG = "config.yaml"
 MIXTURE = "mixture.wav"
 EXPECTED = "expected.npz"
@@ -105,3 +107,12 @@ def assert_matches_golden(golden: Golden, stems: dict[str, np.ndarray],
     return [assert_close_to_peak(torch.from_numpy(golden.stem(name)),
                                  torch.from_numpy(stems[name]), rel=rel)
             for name in golden.names]
+
+
+def one_line_error(result) -> str:
+    """The error a refused run printed: exactly one ``error:`` line (and an optional hint)."""
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[0].startswith("error: "), result.stderr
+    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("hint: ")), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]

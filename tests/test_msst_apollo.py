@@ -23,8 +23,10 @@ from stemsplit.families.msst.config import read_config
 from stemsplit.families.msst.types import MODEL_TYPES
 from stemsplit.loading import load_model
 from tests.golden import (
+    PUBLISHED,
     assert_matches_golden,
     load_golden,
+    one_line_error,
     run_stemsplit,
     separate_with_cli,
 )
@@ -32,43 +34,6 @@ from tests.msst_models import zfturbo_demix
 from tests.parity import assert_close_to_peak
 
 RATE = 16000
-
-# ZFTurbo's configs/config_apollo.yaml at the fixtures' commit, as published.
-PUBLISHED_CONFIG = """audio:
-  chunk_size: 132300
-  num_channels: 2
-  sample_rate: 44100
-  min_mean_abs: 0.0
-
-model:
-  sr: 44100
-  win: 20
-  feature_dim: 256
-  layer: 6
-
-training:
-  instruments: ['restored', 'addition']
-  target_instrument: 'restored'
-  batch_size: 2
-  num_steps: 1000
-  num_epochs: 1000
-  optimizer: 'prodigy'
-  lr: 1.0
-  patience: 2
-  reduce_factor: 0.95
-  coarse_loss_clip: true
-  grad_clip: 0
-  q: 0.95
-  use_amp: true
-
-augmentations:
-  enable: false # enable or disable all augmentations (to fast disable if needed)
-
-inference:
-  batch_size: 4
-  num_overlap: 4
-"""
-
 
 @pytest.fixture(scope="module")
 def golden():
@@ -80,23 +45,12 @@ def written(tmp_path: Path) -> list[str]:
                   if p.is_file())
 
 
-def one_line_error(result) -> str:
-    """The error a refused run printed: exactly one ``error:`` line (and an optional hint)."""
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[0].startswith("error: "), result.stderr
-    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("hint: ")), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
-
-
 # -- the type ---------------------------------------------------------------------------------
-def test_the_published_config_is_an_apollo_with_one_stem(tmp_path):
+def test_the_published_config_is_an_apollo_with_one_stem():
     """ZFTurbo's config_apollo.yaml: recognised from its keys, one stem (restored, no
     complement), 3 s chunks at 44.1 kHz, four per sample; the network's STFT is 882 samples
     with a hop of 441, its 442 bins in 80 bands (79 of 5, one of 47)."""
-    path = tmp_path / "config_apollo.yaml"
-    path.write_text(PUBLISHED_CONFIG)
-    config = read_config(path)
+    config = read_config(PUBLISHED / "zfturbo_config_apollo.yaml")
     assert config.model_type == "apollo"
     assert (config.stems, config.network_stems, config.residual_stem) == (
         ("restored",), ("restored",), None)

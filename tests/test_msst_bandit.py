@@ -24,8 +24,10 @@ from stemsplit.families.msst.types import MODEL_TYPES
 from stemsplit.loading import load_model
 from stemsplit.models.bandsplit_bands import musical_bands
 from tests.golden import (
+    PUBLISHED,
     assert_matches_golden,
     load_golden,
+    one_line_error,
     run_stemsplit,
     separate_with_cli,
 )
@@ -37,136 +39,6 @@ LENGTH = 12400
 CHECKPOINTS = {"bandit": "model_bandit_plus_dnr_sdr_11.47.chpt",
                "bandit_v2": "model_bandit_v2.ckpt"}
 STEMS = {"bandit": ("speech", "music", "effects"), "bandit_v2": ("speech", "music", "sfx")}
-
-# ZFTurbo's configs at the fixtures' commit, as published (augmentations trimmed to the
-# !!python/tuple the published files hold).
-PUBLISHED_BANDIT = """name: "MultiMaskMultiSourceBandSplitRNN"
-audio:
-  chunk_size: 264600
-  num_channels: 2
-  sample_rate: 44100
-  min_mean_abs: 0.001
-
-model:
-  in_channel: 1
-  stems: ['speech', 'music', 'effects']
-  band_specs: "musical"
-  n_bands: 64
-  fs: 44100
-  require_no_overlap: false
-  require_no_gap: true
-  normalize_channel_independently: false
-  treat_channel_as_feature: true
-  n_sqm_modules: 8
-  emb_dim: 128
-  rnn_dim: 256
-  bidirectional: true
-  rnn_type: "GRU"
-  mlp_dim: 512
-  hidden_activation: "Tanh"
-  hidden_activation_kwargs: null
-  complex_mask: true
-  n_fft: 2048
-  win_length: 2048
-  hop_length: 512
-  window_fn: "hann_window"
-  wkwargs: null
-  power: null
-  center: true
-  normalized: true
-  pad_mode: "constant"
-  onesided: true
-
-training:
-  batch_size: 4
-  gradient_accumulation_steps: 4
-  grad_clip: 0
-  instruments:
-  - speech
-  - music
-  - effects
-  lr: 9.0e-05
-  patience: 2
-  reduce_factor: 0.95
-  target_instrument: null
-  num_epochs: 1000
-  num_steps: 1000
-  q: 0.95
-  coarse_loss_clip: true
-  ema_momentum: 0.999
-  optimizer: adam
-  other_fix: true
-  use_amp: true
-
-augmentations:
-  enable: true
-  mixup_probs: !!python/tuple
-    - 0.2
-    - 0.02
-
-inference:
-  batch_size: 1
-  dim_t: 256
-  num_overlap: 4
-"""
-
-PUBLISHED_BANDIT_V2 = """cls: Bandit
-
-audio:
-  chunk_size: 384000
-  num_channels: 2
-  sample_rate: 48000
-  min_mean_abs: 0.000
-
-kwargs:
-  in_channels: 1
-  stems: ['speech', 'music', 'sfx']
-  band_type: musical
-  n_bands: 64
-  normalize_channel_independently: false
-  treat_channel_as_feature: true
-  n_sqm_modules: 8
-  emb_dim: 128
-  rnn_dim: 256
-  bidirectional: true
-  rnn_type: "GRU"
-  mlp_dim: 512
-  hidden_activation: "Tanh"
-  hidden_activation_kwargs: null
-  complex_mask: true
-  use_freq_weights: true
-  n_fft: 2048
-  win_length: 2048
-  hop_length: 512
-  window_fn: "hann_window"
-  wkwargs: null
-  power: null
-  center: true
-  normalized: true
-  pad_mode: "reflect"
-  onesided: true
-
-training:
-  batch_size: 4
-  instruments:
-  - speech
-  - music
-  - sfx
-  target_instrument: null
-  use_amp: true
-
-augmentations:
-  enable: true
-  mixup_probs: !!python/tuple
-    - 0.2
-    - 0.02
-
-inference:
-  batch_size: 8
-  dim_t: 256
-  num_overlap: 4
-"""
-
 
 @pytest.fixture(scope="module", params=["bandit", "bandit_v2"])
 def golden(request):
@@ -181,15 +53,6 @@ def plus():
 def written(tmp_path: Path) -> list[str]:
     return sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*")
                   if p.is_file())
-
-
-def one_line_error(result) -> str:
-    """The error a refused run printed: exactly one ``error:`` line (and an optional hint)."""
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[0].startswith("error: "), result.stderr
-    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("hint: ")), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 def mixture(golden) -> torch.Tensor:
@@ -220,13 +83,11 @@ def test_musical_bands_are_bandits():
         np.testing.assert_allclose(coverage, 1.0, rtol=1e-12)
 
 
-def test_the_published_bandit_plus_config(tmp_path):
+def test_the_published_bandit_plus_config():
     """config_dnr_bandit_bsrnn_multi_mus64.yaml: recognised from its keys; DnR's stems; 6 s
     chunks at 44.1 kHz, four per sample. The network: a 2048-bin STFT (hop 512), 64 musical
     bands of 44.1 kHz, 16 GRUs, one mask estimator per stem with its bands' weights."""
-    path = tmp_path / "config_dnr_bandit_bsrnn_multi_mus64.yaml"
-    path.write_text(PUBLISHED_BANDIT)
-    config = read_config(path)
+    config = read_config(PUBLISHED / "zfturbo_config_dnr_bandit_bsrnn_multi_mus64.yaml")
     assert config.model_type == "bandit"
     assert config.stems == config.network_stems == ("speech", "music", "effects")
     assert (config.chunk_size, config.num_overlap, config.sample_rate) == (264600, 4, 44100)
@@ -244,14 +105,12 @@ def test_the_published_bandit_plus_config(tmp_path):
     assert state["bsrnn.tf_model.seqband.15.rnn.weight_hh_l0_reverse"].shape == (768, 256)
 
 
-def test_the_published_bandit_v2_config(tmp_path):
+def test_the_published_bandit_v2_config():
     """config_dnr_bandit_v2_mus64.yaml: its keywords are the ``kwargs`` section; 8 s chunks
     at 48 kHz; without ``fs`` its bands are computed for 44.1 kHz (BandIt v2's default),
     which gives 48 kHz's bins too: the musical layout depends on ``fs`` only where a bin is
     narrower than MIDI note 0's 8.18 Hz (8 kHz with n_fft 2048 gives other bands)."""
-    path = tmp_path / "config_dnr_bandit_v2_mus64.yaml"
-    path.write_text(PUBLISHED_BANDIT_V2)
-    config = read_config(path)
+    config = read_config(PUBLISHED / "zfturbo_config_dnr_bandit_v2_mus64.yaml")
     assert config.model_type == "bandit_v2" and MODEL_TYPES["bandit_v2"].model_section == "kwargs"
     assert config.model["stems"] == ["speech", "music", "sfx"]
     assert config.stems == ("speech", "music", "sfx")

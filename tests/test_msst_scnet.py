@@ -32,6 +32,7 @@ from stemsplit.models.scnet_tran import SCNetTran
 from tests.golden import (
     assert_matches_golden,
     load_golden,
+    one_line_error,
     run_stemsplit,
     separate_with_cli,
 )
@@ -160,15 +161,6 @@ def state_signature(network: torch.nn.Module) -> tuple[int, int, str]:
     text = "".join(f"{key}{tuple(value.shape)}" for key, value in sorted(state.items()))
     return (len(state), sum(value.numel() for value in state.values()),
             hashlib.sha256(text.encode()).hexdigest()[:16])
-
-
-def one_line_error(result) -> str:
-    """The error a refused run printed: exactly one ``error:`` line (and an optional hint)."""
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[0].startswith("error: "), result.stderr
-    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("hint: ")), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 def copy_fixture(name: str, folder: Path, config: str | None = None) -> tuple[Path, Path]:

@@ -83,10 +83,11 @@ class EvalProgress(ProgressDisplay):
             frames = max((stem.frames for stem in score.stems.values()), default=0)
             audio_seconds = frames / score.sample_rate if score.sample_rate else 0.0
             count = len(score.stems)
+            # a stem scored against a file not named for it (the mixture, --mixture-as)
             against = [f"{name} against {Path(stem.reference).name}"
                        for name, stem in score.stems.items()
-                       if Path(stem.reference).name.rsplit(".", 1)[0] not in (name, stem.reference)
-                       and not stem.reference.startswith("sum of ")]
+                       if not stem.reference.startswith("sum of ")
+                       and Path(stem.reference).stem != name]
             self.message(f"scored {score.track} ({count} stem{'s' if count != 1 else ''}, "
                          f"{audio_seconds:.1f} s of audio, in {score.seconds_taken:.1f} s"
                          + "".join(f"; {text}" for text in against) + ")")

@@ -100,8 +100,10 @@ class MSSTFamily(Family):
             return False
         if options.get("config") is not None:
             return True
+        from .config import is_zfturbo_config
+
         try:
-            return _is_model_config(_config_beside(path))
+            return is_zfturbo_config(_config_beside(path))
         except ModelError:
             return False
 
@@ -179,21 +181,6 @@ def _config_beside(checkpoint: Path) -> Path:
         return yamls[0]
     raise ModelError(f"{checkpoint.name}: no config found beside it (looked for "
                      f"{', '.join(names)})", hint="give it with --config MODEL.yaml")
-
-
-def _is_model_config(path: Path) -> bool:
-    """Whether ``path`` reads as a ZFTurbo-style config (a mapping with a ``training``
-    section; a demucs bag file has none)."""
-    import yaml
-
-    from .config import _ConfigLoader
-
-    try:
-        with open(path, encoding="utf-8") as file:
-            document = yaml.load(file, Loader=_ConfigLoader.get())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False
-    return isinstance(document, dict) and isinstance(document.get("training"), dict)
 
 
 def _valid_chunk(config: "MSSTConfig", chunk: int, asked: bool) -> int:

@@ -117,8 +117,8 @@ def _positive_int(value: Any, where: str, path: Path) -> int:
     return value
 
 
-def read_config(path: Path, model_type: str | None = None) -> MSSTConfig:
-    """Read and check one config (``model_type``: the network, if known; else guessed)."""
+def read_document(path: Path) -> Any:
+    """A config file's YAML document, read safely (ModelError naming what went wrong)."""
     import yaml
 
     try:
@@ -133,6 +133,22 @@ def read_config(path: Path, model_type: str | None = None) -> MSSTConfig:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"{path}: unreadable config ({first})") from None
+    return document
+
+
+def is_zfturbo_config(path: Path) -> bool:
+    """Whether ``path`` reads as a ZFTurbo-style config: a mapping with a ``training`` section
+    (a demucs bag file has none)."""
+    try:
+        document = read_document(path)
+    except ModelError:
+        return False
+    return isinstance(document, dict) and isinstance(document.get("training"), dict)
+
+
+def read_config(path: Path, model_type: str | None = None) -> MSSTConfig:
+    """Read and check one config (``model_type``: the network, if known; else guessed)."""
+    document = read_document(path)
     if not isinstance(document, dict):
         raise ModelError(f"{path}: not a model config (it is not a mapping of sections)")
     architecture = document.get("model") if isinstance(document.get("model"), str) else None

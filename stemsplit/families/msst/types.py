@@ -112,6 +112,12 @@ def model_type_of(config: "MSSTConfig") -> ModelType:
     return row
 
 
+def _unknown_key(config: "MSSTConfig", section: str, key: str, network: str) -> ModelError:
+    """The error for a key of the network's section that its constructor does not take."""
+    return ModelError(f"{label(config)}: unknown key '{section}.{key}' for {network}",
+                      hint="stemsplit may not know this variant of the network yet")
+
+
 def _construct(cls: Any, kwargs: dict, config: "MSSTConfig") -> Any:
     try:
         return cls(**kwargs)
@@ -134,8 +140,7 @@ def _build_roformer(config: "MSSTConfig", cls: Any) -> Any:
         elif key in roformer.INFERENCE_IGNORED_KEYS:
             continue
         elif key not in accepted:
-            raise ModelError(f"{name}: unknown key 'model.{key}' for {config.model_type}",
-                             hint="stemsplit may not know this variant of the network yet")
+            raise _unknown_key(config, "model", key, config.model_type)
         else:
             kwargs[key] = value
     stems = kwargs.get("num_stems", 1)
@@ -220,7 +225,10 @@ def _mdx23c_chunk(config: "MSSTConfig", chunk: int) -> int:
     return require_stft_room(valid, chunk, int(config.audio.get("n_fft", 2048)))
 
 
-def _mdx23c_channels(config: "MSSTConfig") -> int:
+def _audio_channels(config: "MSSTConfig") -> int:
+    """The config's ``audio.num_channels`` (2 when absent): MDX23C's input; Apollo and BandIt
+    take each channel as a batch item of its own. A mono input is doubled to it, as
+    ZFTurbo's inference does."""
     return int(config.audio.get("num_channels", 2))
 
 
@@ -259,12 +267,6 @@ def _apollo_chunk(config: MSSTConfig, chunk: int) -> int:
     return chunk
 
 
-def _apollo_channels(config: MSSTConfig) -> int:
-    """Every channel is restored on its own; a mono input is doubled when the config says
-    ``audio.num_channels: 2``, as ZFTurbo's inference does."""
-    return int(config.audio.get("num_channels", 2))
-
-
 # -- SCNet (plain, masked, Tran) ----------------------------------------------------------------
 def _build_scnet_type(config: "MSSTConfig", cls: Any) -> Any:
     """SCNet and its variants from their constructor keywords (ZFTurbo passes the model
@@ -273,8 +275,7 @@ def _build_scnet_type(config: "MSSTConfig", cls: Any) -> Any:
     accepted = inspect.signature(cls).parameters
     unknown = [str(key) for key in config.model if key not in accepted]
     if unknown:
-        raise ModelError(f"{name}: unknown key 'model.{unknown[0]}' for {config.model_type}",
-                         hint="stemsplit may not know this variant of the network yet")
+        raise _unknown_key(config, "model", unknown[0], config.model_type)
     sources = config.model.get("sources", accepted["sources"].default)
     if not isinstance(sources, (list, tuple)) or not sources:
         raise ModelError(f"{name}: model.sources must list the network's stems, not {sources!r}")
@@ -396,8 +397,7 @@ def _demucs_keywords(config: "MSSTConfig", cls: Any) -> dict:
             raise ModelError(f"{name}: '{section}.{key}' is set by "
                              f"training.{DEMUCS_FROM_TRAINING[key]}; remove it")
         if key not in accepted:
-            raise ModelError(f"{name}: unknown key '{section}.{key}' for {cls.__name__}",
-                             hint="stemsplit may not know this variant of the network yet")
+            raise _unknown_key(config, section, key, cls.__name__)
     if config.target is not None:
         raise ModelError(f"{name}: training.target_instrument is not supported for "
                          f"{config.model_type} (its demix gives every instrument)",
@@ -477,9 +477,7 @@ def _build_bandit_type(config: "MSSTConfig", cls: Any) -> Any:
     accepted = inspect.signature(cls).parameters
     unknown = [str(key) for key in config.model if key not in accepted]
     if unknown:
-        raise ModelError(f"{name}: unknown key '{section}.{unknown[0]}' for "
-                         f"{config.model_type}",
-                         hint="stemsplit may not know this variant of the network yet")
+        raise _unknown_key(config, section, unknown[0], config.model_type)
     missing = [key for key in BANDIT_REQUIRED[config.model_type] if key not in config.model]
     if missing:
         raise ModelError(f"{name}: the config's {section} section lacks {', '.join(missing)}")
@@ -526,11 +524,6 @@ def _bandit_v2_chunk(config: "MSSTConfig", chunk: int) -> int:
     return chunk
 
 
-def _bandit_channels(config: "MSSTConfig") -> int:
-    """Every channel is a batch item of its own: the config's ``audio.num_channels``."""
-    return int(config.audio.get("num_channels", 2))
-
-
 # -- the table --------------------------------------------------------------------------------
 MODEL_TYPES: dict[str, ModelType] = {row.name: row for row in (
     ModelType("bs_roformer", build=_build_bs_roformer, valid_chunk=_roformer_chunk,
@@ -540,11 +533,11 @@ MODEL_TYPES: dict[str, ModelType] = {row.name: row for row in (
               channels=_roformer_channels,
               recognises=lambda model: "num_bands" in model, guess_rank=1),
     ModelType("mdx23c", build=_build_mdx23c, valid_chunk=_mdx23c_chunk,
-              channels=_mdx23c_channels,
+              channels=_audio_channels,
               recognises=lambda model: "num_subbands" in model or "num_scales" in model,
               guess_rank=0),
     ModelType("apollo", build=_build_apollo, valid_chunk=_apollo_chunk,
-              channels=_apollo_channels,
+              channels=_audio_channels,
               recognises=lambda model: "layer" in model and "feature_dim" in model,
               complement=False, joins_ensembles=False),
     # SCNet: band_SR is its own key (scnet_unofficial's configs say bandsplit_ratios); the
@@ -563,10 +556,10 @@ MODEL_TYPES: dict[str, ModelType] = {row.name: row for row in (
     # BandIt: ``band_specs``/``band_type`` with ``n_sqm_modules`` are BandIt's alone; v2's
     # keywords are in the ``kwargs`` section.
     ModelType("bandit", build=_build_bandit, valid_chunk=_bandit_chunk,
-              channels=_bandit_channels,
+              channels=_audio_channels,
               recognises=lambda model: "band_specs" in model and "n_sqm_modules" in model),
     ModelType("bandit_v2", build=_build_bandit_v2, valid_chunk=_bandit_v2_chunk,
-              channels=_bandit_channels, model_section="kwargs",
+              channels=_audio_channels, model_section="kwargs",
               recognises=lambda model: "n_sqm_modules" in model and "stems" in model),
 )}
 """The model types stemsplit runs, by name."""
