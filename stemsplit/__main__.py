@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
                 return
         except BrokenPipeError:  # `stemsplit models | head`: as the full command line does
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(141)
+            sys.exit(141)  # 128 + SIGPIPE; a number, so Windows (no SIGPIPE) exits alike
     from .cli import main as cli_main
 
     cli_main(args)

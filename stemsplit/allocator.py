@@ -20,9 +20,9 @@ glibc's own malloc variables (``MALLOC_*_``, ``GLIBC_TUNABLES``), or with
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
+
 from . import settings
 
 # mallopt parameters (glibc's malloc.h).
@@ -49,10 +49,12 @@ def keep_freed_memory() -> bool:
     if not sys.platform.startswith("linux") or any(v in os.environ for v in USER_SETTINGS):
         return False
     try:
+        import ctypes  # here: only a Linux process gets this far
+
         libc = ctypes.CDLL("libc.so.6")
         mallopt = libc.mallopt
         libc.gnu_get_libc_version  # glibc only: musl has no mallopt parameters to set
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int

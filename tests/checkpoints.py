@@ -665,3 +665,32 @@ def default_sigint() -> None:
     an ignored SIGINT (Python then installs no KeyboardInterrupt handler), and the pytest
     process may hold one ignored after in-process CLI runs."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def hold_lock_in_threads(target: Path) -> tuple[list[str], bool]:
+    """Two threads take the cache lock for ``target`` (``stemsplit.cache.locks.file_lock``,
+    whichever way the platform locks): (the order they held it, whether the second was told
+    to wait)."""
+    import threading
+    import time
+
+    from stemsplit.cache.locks import file_lock
+
+    order: list[str] = []
+    waited = threading.Event()
+    holding = threading.Event()
+
+    def second() -> None:
+        holding.wait(5)
+        with file_lock(target, on_wait=waited.set):
+            order.append("second")
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with file_lock(target):
+        holding.set()
+        told = waited.wait(5)  # the other thread is blocked on our lock
+        time.sleep(0.2)
+        order.append("first")
+    thread.join(10)
+    return order, told

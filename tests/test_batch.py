@@ -373,3 +373,38 @@ def test_a_partly_finished_batch_reports_the_rest_as_before(run_cli, tmp_path):
                 for line in map(json.loads, result.stdout.decode().splitlines())}
     assert statuses == {"a.wav": "skipped", "b.wav": "done"}
     assert (tmp_path / "out" / "htdemucs" / "a" / "drums.wav").read_bytes() == b"done"
+
+
+def test_inputs_outside_the_working_directory_mirror_from_their_common_folder(
+        album, tmp_path, monkeypatch):
+    """`stemsplit batch '/abs/path/*/x.wav'` used to mirror the absolute path under -o
+    (`out/<model>/abs/path/...`)."""
+    elsewhere = tmp_path / "work"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    matched = collect_inputs([f"{album}/*/02 song.flac"])
+    assert sorted(item.relative_dir for item in matched) == ["cd 1", "cd 2"]
+    named = collect_inputs([str(album / "cd 1" / "deeper" / "03 song.wav"),
+                            str(album / "01 intro.wav")])
+    assert [item.relative_dir for item in named] == ["cd 1/deeper", ""]
+    assert collect_inputs([str(album / "01 intro.wav")])[0].relative_dir == ""
+
+
+def test_a_rerun_with_only_a_broken_file_left_loads_no_model(run_cli, album, tmp_path):
+    """Every input still to do is probed before torch is imported: when none can be read,
+    the run ends there, and the failure summary names each path once."""
+    first = run_cli("batch", "album", "-o", "out", "-q")
+    assert first.returncode == 1
+    probe = ("import sys, runpy; sys.argv = ['stemsplit', *sys.argv[1:]]\n"
+             "try:\n    runpy.run_module('stemsplit', run_name='__main__')\n"
+             "finally:\n    print('TORCH', 'torch' in sys.modules, file=sys.stderr)\n")
+    (tmp_path / "probe.py").write_text(probe)
+    import os
+    env = {**os.environ, "HF_HOME": "/nonexistent", "HF_HUB_OFFLINE": "1"}
+    rerun = subprocess.run([sys.executable, "probe.py", "batch", "album", "-o", "out"],
+                           cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    stderr = rerun.stderr.decode()
+    assert rerun.returncode == 1, stderr
+    assert "TORCH False" in stderr
+    assert "0 done, 4 skipped, 1 failed" in stderr
+    assert stderr.count("broken.mp3") == 2, stderr  # its error line, and the summary's row

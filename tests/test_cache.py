@@ -498,27 +498,10 @@ def test_stdlib_hf_lookup_agrees_with_huggingface_hub() -> None:
 
 
 def test_file_lock_makes_the_second_holder_wait(tmp_path: Path) -> None:
-    import threading
+    from tests.checkpoints import hold_lock_in_threads
 
-    from stemsplit.cache.locks import file_lock
-
-    target = tmp_path / "model.th"
-    order: list[str] = []
-    waited = threading.Event()
-    holding = threading.Event()
-
-    def second() -> None:
-        holding.wait(5)
-        with file_lock(target, on_wait=waited.set):
-            order.append("second")
-
-    thread = threading.Thread(target=second)
-    thread.start()
-    with file_lock(target):
-        holding.set()
-        assert waited.wait(5)  # the other thread is blocked on our lock
-        order.append("first")
-    thread.join(5)
+    order, told = hold_lock_in_threads(tmp_path / "model.th")
+    assert told  # the other thread was blocked on our lock
     assert order == ["first", "second"]
 
 
@@ -605,7 +588,9 @@ def test_url_files_offline_and_refused(tmp_path: Path, monkeypatch: pytest.Monke
     spec = None
     with pytest.raises(WeightsUnavailableError) as caught:
         resolve_url_files(spec, offline=True)
-    assert "net.onnx missing" in str(caught.value) and str(url_files_dir()) in str(caught.value)
+    assert "not in the cache: net.onnx" in str(caught.value)
+    assert str(url_files_dir()) in str(caught.value)
+    assert "--offline was given, so nothing is downloaded" in str(caught.value)
     assert "stemsplit models download net" in str(caught.value)
     started = time.monotonic()
     with pytest.raises(WeightsUnavailableError, match="connection refused"):

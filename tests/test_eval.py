@@ -323,8 +323,9 @@ def test_track_selects_and_unmatched_folders_are_said(tmp_path, capsys):
     code, out, err = run_eval(capsys, ref, est, "--json")
     assert code == 0, err
     assert f"warning: a: no estimates in {est}" in err and "1 track without estimates" in err
-    assert re.search(r"^a\s+\(no estimates\)$", err, re.M)
     assert json.loads(out)["missing"] == ["a"]
+    code, out, err = run_eval(capsys, ref, est)  # the table, on stdout
+    assert code == 0 and re.search(r"^a\s+\(no estimates\)$", out, re.M)
 
 
 @pytest.mark.parametrize("name", ["no_vocals", "instrumental", "accompaniment"])
@@ -372,8 +373,8 @@ def test_missing_stems_are_skipped_and_said(tmp_path, capsys):
     write_audio(est / "b" / "piano.wav", estimates["b"]["vocals"], RATE)
     code, out, err = run_eval(capsys, ref, est, "--json")
     assert code == 0, err
-    assert "a: bass skipped (no estimate)" in err
-    assert "b: piano skipped (no reference stem)" in err
+    assert "skipped bass in track a: no estimate" in err.splitlines()
+    assert "skipped piano in track b: no reference stem" in err.splitlines()
     document = json.loads(out)
     a, b = document["tracks"]
     assert set(a["stems"]) == {"vocals"} and a["skipped"] == {"bass": "no estimate"}
@@ -413,8 +414,7 @@ def test_a_corrupt_estimate_fails_its_track_and_the_others_are_scored(tmp_path, 
     assert failed["stems"] == {}
     error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(error_lines) == 1 and error_lines[0].startswith("error: b: ")
-    assert re.search(r"^b\s+\(failed\)$", err, re.M)
-    assert "1 track failed" in err
+    assert "1 track failed" in err  # (the table's "(failed)" row: test_the_plain_table)
     for track in (document["tracks"][0], document["tracks"][2]):
         name = track["track"]
         for stem in TWO:
@@ -469,17 +469,23 @@ def test_json_csv_and_the_table_carry_every_number(tmp_path, capsys, monkeypatch
         entry = document["aggregate"][row["stem"]][row["metric"]]
         assert float(row["value"]) == entry[row["scope"]] and int(row["tracks"]) == 3
     assert len(rows) == len(track_rows) + 2 * 2 * 2
-
-    # the table on stderr: per track and stem, then the mean and the median per stem
-    assert re.search(r"^track\s+stem\s+sdr\s+si_sdr$", err, re.M)
-    for statistic in ("mean", "median"):
-        for stem in TWO:
-            row = re.search(rf"^{statistic} \(3 tracks\)\s+{stem}\s+(\S+)\s+(\S+)$", err, re.M)
-            assert row, err
-            for key, shown in zip(("sdr", "si_sdr"), row.groups()):
-                assert shown == f"{document['aggregate'][stem][key][statistic]:.3f}"
     for name in ("a", "b", "c"):
         assert f"scored {name} (2 stems, 1.0 s of audio" in err
+    assert "track" not in out.splitlines()[0]  # --json: the document alone, no table
+
+    # without --json: the table on stdout (per track and stem, then the mean and the median
+    # per stem), the messages alone on stderr
+    code, out, err = run_eval(capsys, ref, est)
+    assert code == 0, err
+    assert re.search(r"^track\s+stem\s+sdr\s+si_sdr$", out, re.M)
+    assert not re.search(r"^track\s+stem", err, re.M) and "median" not in err
+    for statistic in ("mean", "median"):
+        for stem in TWO:
+            row = re.search(rf"^{statistic} \(3 tracks\)\s+{stem}\s+(\S+)\s+(\S+)$", out, re.M)
+            assert row, out
+            for key, shown in zip(("sdr", "si_sdr"), row.groups()):
+                assert shown == f"{document['aggregate'][stem][key][statistic]:.3f}"
+    assert all(line == line.rstrip() for line in out.splitlines())  # plain text
 
 
 def test_a_failed_csv_write_leaves_the_old_file(tmp_path, capsys, monkeypatch):
@@ -505,6 +511,81 @@ def test_csv_to_stdout_and_quiet(tmp_path, capsys):
     rows = list(csv.reader(out.splitlines()))
     assert rows[0] == ["scope", "track", "stem", "metric", "value", "tracks"]
     assert {row[3] for row in rows[1:]} == {"si_sdr"} and len(rows) == 1 + 2 + 4
+
+
+def test_the_table_is_a_result_on_stdout_and_quiet_keeps_it(tmp_path, capsys):
+    """`stemsplit eval REF EST > scores.txt` fills the file; -q silences the messages, not
+    the results."""
+    ref, est, _, _ = make_set(tmp_path, tracks=("a", "b"))
+    code, out, err = run_eval(capsys, ref, est)
+    assert code == 0, err
+    table = out.splitlines()
+    assert table[0].split() == ["track", "stem", "sdr", "si_sdr"] and len(table) == 1 + 4 + 4
+    assert "scored a (2 stems" in err and "sdr" not in err.replace("si_sdr", "")
+    code, quiet_out, quiet_err = run_eval(capsys, ref, est, "-q")
+    assert code == 0 and quiet_err == ""
+    assert quiet_out == out
+
+
+def test_the_plain_table_and_the_skipped_lines(capsys):
+    """The table as plain text (stdout not a terminal): aligned, never wrapped, a row per
+    failed or missing track; the skipped stems grouped by reason and set of stems."""
+    from stemsplit.cli.eval import print_results, skipped_lines
+    from stemsplit.evaluation import EvaluationReport, StemScore, TrackScore
+
+    long_name = "A Very Long Track Name - " * 8
+    def done(name, sdr, skipped):  # noqa: ANN001, ANN202
+        return TrackScore(name, "done", stems={"vocals": StemScore("vocals", {"sdr": sdr},
+                                                                     "ref", "est", 10)},
+                          skipped=skipped, sample_rate=RATE)
+    report = EvaluationReport(("sdr",), [
+        done(long_name, 1.5, {"drums": "no estimate", "bass": "no estimate"}),
+        TrackScore("b", "failed", skipped={"drums": "no estimate", "bass": "no estimate"}),
+        TrackScore("c", "missing"),
+        done("d", 2.5, {"drums": "no estimate"}),
+        done("e", 3.5, {"drums": "no estimate", "bass": "no estimate", "piano": "no reference stem"}),
+    ], "REF")
+    capsys.readouterr()
+    print_results(report)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["track", "stem", "sdr"]
+    assert lines[1].startswith(long_name + "  vocals") and lines[1].endswith(" 1.500")
+    assert re.fullmatch(r"b\s+\(failed\)", lines[2]) and re.fullmatch(r"c\s+\(no estimates\)", lines[3])
+    assert lines[-2].split() == ["mean", "(3", "tracks)", "vocals", "2.500"]
+    assert len({len(line) for line in lines if "vocals" in line}) == 1  # aligned
+    assert skipped_lines(report) == ["skipped drums, bass in tracks " + long_name + ", b, e: no estimate",
+                                     "skipped drums in track d: no estimate",
+                                     "skipped piano in track e: no reference stem"]
+
+
+def test_the_table_reaches_a_redirected_stdout(tmp_path):
+    ref, est, _, _ = make_set(tmp_path, tracks=("a",))
+    target = tmp_path / "scores.txt"
+    with target.open("w") as file:
+        result = subprocess.run([sys.executable, "-m", "stemsplit", "eval", str(ref), str(est)],
+                                stdout=file, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = target.read_text().splitlines()
+    assert lines[0].split() == ["track", "stem", "sdr", "si_sdr"]
+    assert lines[1].split()[:2] == ["a", "vocals"] and lines[-1].startswith("median (1 track)")
+    assert "scored a" in result.stderr and "median" not in result.stderr
+
+
+def test_stems_without_estimates_are_said_once_for_every_track(tmp_path, capsys):
+    """A 2-stem model's estimates against 4-stem references: one line for the stems
+    skipped, not one per stem and track."""
+    for number, track in enumerate(("a", "b", "c")):
+        references = synthetic_stems(0.5, RATE, seed=40 + number)
+        write_track(tmp_path / "ref" / track, references, RATE, mixture=True)
+        write_track(tmp_path / "est" / track, {"vocals": references["vocals"]}, RATE)
+    code, out, err = run_eval(capsys, tmp_path / "ref", tmp_path / "est")
+    assert code == 0, err
+    skipped = [line for line in err.splitlines() if "skipped" in line]
+    assert skipped == ["skipped drums, bass, other in all 3 tracks: no estimate"]
+    assert [line.split()[1] for line in out.splitlines()[1:4]] == ["vocals"] * 3
+    code, _, err = run_eval(capsys, tmp_path / "ref", tmp_path / "est", "--track", "b",
+                            "--json")
+    assert code == 0 and "skipped drums, bass, other in track b: no estimate" in err
 
 
 @pytest.mark.parametrize("args,message", [

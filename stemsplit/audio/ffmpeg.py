@@ -179,9 +179,19 @@ class _StderrTail:
         return list(self.lines)
 
 
+def own_group() -> dict:
+    """``subprocess`` arguments that keep a child out of the terminal's process group: a
+    Ctrl-C (or a signal sent to stemsplit's group) reaches stemsplit alone, which then stops
+    its children itself, after it has decided how the run ends. A child that outlives a
+    killed stemsplit ends on its own (its pipe closes)."""
+    if os.name == "nt":  # pragma: no cover - Windows
+        return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+    return {"start_new_session": True}
+
+
 def _popen(cmd: list[str], **kwargs) -> subprocess.Popen:
     try:
-        return subprocess.Popen(cmd, **kwargs)
+        return subprocess.Popen(cmd, **own_group(), **kwargs)
     except FileNotFoundError:
         raise StemsplitError(
             f"ffmpeg could not be started ({cmd[0]} not found)",

@@ -36,6 +36,8 @@ NOT_AUDIO_EXTENSIONS = frozenset({
 })
 
 OUTPUT_FORMATS = ("wav", "flac", "mp3")
+#: The MP3 bitrates the encoder takes, in kbit/s (lowest, highest).
+MP3_BITRATE_RANGE_KBPS = (8, 320)
 #: Sample rates an MP3 file can have.
 MP3_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 

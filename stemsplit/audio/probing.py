@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import InputError, StemsplitError
-from .ffmpeg import _ffmpeg_reason, _url, ffmpeg_path, ffprobe_path
+from .ffmpeg import _ffmpeg_reason, _url, ffmpeg_path, ffprobe_path, own_group
 from .formats import PathLike
 
 
@@ -193,7 +193,7 @@ def probe(path: PathLike) -> AudioInfo:
     try:
         res = subprocess.run(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            timeout=_PROBE_TIMEOUT_S,
+            timeout=_PROBE_TIMEOUT_S, **own_group(),
         )
     except FileNotFoundError:
         raise StemsplitError(f"could not start {cmd[0]}") from None

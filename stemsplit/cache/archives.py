@@ -71,7 +71,7 @@ def _safe_name(name: str, archive: Path) -> PurePosixPath | None:
     path = PurePosixPath(name.replace("\\", "/"))
     parts = [part for part in path.parts if part not in ("", ".")]
     if path.is_absolute() or ".." in parts or (parts and ":" in parts[0]):
-        raise ModelError(f"{archive.name}: refusing a member outside the archive's folder: {name!r}")
+        raise ModelError(f"{archive.name}: refusing a file outside the archive's folder: {name!r}")
     return PurePosixPath(*parts) if parts else None
 
 

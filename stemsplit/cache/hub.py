@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ChecksumError
-from .http import CONNECT_TIMEOUT, DOWNLOAD_ATTEMPTS
+from .http import DOWNLOAD_ATTEMPTS, connect_timeout
 from .integrity import ChecksumStore, check_file, reject
 from .locations import hf_cache_dir, hf_endpoint
 
@@ -66,6 +66,45 @@ def _progress_bar_class(filename: str, progress: ProgressCallback | None) -> typ
     return _Forward
 
 
+RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+"""Answers huggingface_hub's download tries again (a server that answered, but busy)."""
+
+
+def _etag_timeout() -> float:
+    """Seconds for the metadata request: ``HF_HUB_ETAG_TIMEOUT`` where the user set it (as
+    huggingface_hub does), else at least 10 s, more with a longer connect timeout."""
+    from huggingface_hub import constants
+
+    default = getattr(constants, "DEFAULT_ETAG_TIMEOUT", 10)
+    chosen = getattr(constants, "HF_HUB_ETAG_TIMEOUT", default)
+    return float(chosen) if chosen != default else max(connect_timeout(), 10.0)
+
+
+def _ask_first(repo_id: str, filename: str) -> None:
+    """One HEAD request for the file, with no retries, before ``hf_hub_download``.
+
+    When nothing answers (refused, timed out, a proxy that cannot connect, no route) this
+    raises at once. ``hf_hub_download`` would, for a file not in the cache, try five times
+    more, 1+2+4+8+8 s apart, each with a 60 s timeout: 24 s to say that a proxy refuses,
+    minutes for a host that drops packets. A server that answers with an error it retries
+    (429, 5xx) is left to ``hf_hub_download``'s own retries; its other errors (404, 401)
+    are raised here, as the download would raise them."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, endpoint=hf_endpoint()),
+                             timeout=_etag_timeout())
+    except Exception as error:
+        if _status(error) not in RETRIED_STATUSES:
+            raise
+
+
+def _status(error: BaseException) -> int | None:
+    """The HTTP status a huggingface_hub error carries; None when no server answered."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
+
+
 def _hf_download(repo_id: str, filename: str, cache_dir: Path, progress: ProgressCallback | None) -> Path:
     from huggingface_hub import hf_hub_download
 
@@ -75,13 +114,14 @@ def _hf_download(repo_id: str, filename: str, cache_dir: Path, progress: Progres
     level = hub_logger.level
     hub_logger.setLevel(logging.CRITICAL)
     try:
+        _ask_first(repo_id, filename)
         return Path(
             hf_hub_download(
                 repo_id,
                 filename,
                 cache_dir=str(cache_dir),
                 endpoint=hf_endpoint(),
-                etag_timeout=max(CONNECT_TIMEOUT, 10.0),
+                etag_timeout=_etag_timeout(),
                 tqdm_class=_progress_bar_class(filename, progress),
             )
         )
@@ -109,23 +149,28 @@ def hf_fetch(repo_id: str, filename: str, recorded: str | None, cache_dir: Path,
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def hf_failure(error: Exception) -> str:
+def hf_failure(error: BaseException) -> str:
+    """Why a huggingface_hub call failed, in a few words."""
     name = type(error).__name__
+    if name == "LocalEntryNotFoundError" and error.__cause__ is not None:
+        return hf_failure(error.__cause__)  # "cannot find the requested files ...": why
     if name in ("RepositoryNotFoundError", "GatedRepoError"):
         return "repository not found"
     if name in ("EntryNotFoundError", "RemoteEntryNotFoundError", "RevisionNotFoundError"):
         return "file not found"
-    status = getattr(getattr(error, "response", None), "status_code", None)
-    if isinstance(status, int) and status >= 400:
+    status = _status(error)
+    if status is not None and status >= 400:
         return f"HTTP {status}"
     text = str(error).strip().splitlines()
     if name in ("RemoteProtocolError", "ReadError", "ProtocolError", "IncompleteRead",
                 "ChunkedEncodingError", "WriteError") or "peer closed" in str(error):
         return "connection lost during the download"
-    if "Timeout" in name:
+    if "Timeout" in name or isinstance(error, TimeoutError):
         return "timed out"
-    if name in ("ConnectError", "ConnectionError"):
-        return "cannot connect"
+    if name == "ProxyError":
+        return f"the proxy failed ({text[0][:120]})" if text else "the proxy failed"
+    if name in ("ConnectError", "ConnectionError") or isinstance(error, ConnectionError):
+        return "connection refused" if "refused" in str(error).lower() else "cannot connect"
     return f"{name}: {text[0][:160]}" if text else name
 
 

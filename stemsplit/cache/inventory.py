@@ -1,6 +1,12 @@
 """What this machine has of a model: listing, re-hashing and removing its files.
 
 Only the standard library: ``stemsplit models`` lists every model's state in a blink.
+
+Where a model's files are is asked here by every command (``models``, ``models info``,
+``models verify``) the way a family's ``fetch`` looks: stemsplit's caches first, then the
+copies a family reuses from outside them (a reference tool's own model folder, the files an
+installed package ships), which the family names through ``register_finder``. Those are
+listed and re-hashed but never deleted.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import ModelError
 from .archives import is_archive, remove_unpacked
@@ -28,6 +34,8 @@ class LocalFile:
 
     file: "ModelFile"
     path: Path | None
+    managed: bool = True
+    """False for a copy outside stemsplit's caches (a family reuses it; never deleted)."""
 
     @property
     def size(self) -> int | None:
@@ -35,6 +43,18 @@ class LocalFile:
             return self.path.stat().st_size if self.path is not None else None
         except OSError:
             return None
+
+
+Finder = Callable[["ModelSpec"], "list[LocalFile]"]
+_FINDERS: dict[str, Finder] = {}
+
+
+def register_finder(family: str, finder: Finder) -> None:
+    """Let ``family`` name the copies of a model's files it reuses from outside stemsplit's
+    caches (``finder(spec)``: LocalFiles with ``managed`` False, whose ModelFiles make one
+    complete copy, e.g. ``source`` "local" and one ``member``). Asked only when the caches
+    lack the model, as the family's ``fetch`` does."""
+    _FINDERS[family] = finder
 
 
 def local_path(file: "ModelFile") -> Path | None:
@@ -46,27 +66,41 @@ def local_path(file: "ModelFile") -> Path | None:
 
 
 def local_files(spec: "ModelSpec") -> list[LocalFile]:
-    return [LocalFile(file, local_path(file)) for file in spec.files]
+    """Each of ``spec``'s files and where stemsplit's caches have it; where they lack the
+    model, the copy its family reuses from elsewhere (if any) too."""
+    files = [LocalFile(file, local_path(file)) for file in spec.files]
+    finder = _FINDERS.get(spec.family)
+    if finder is not None and not _complete(files):
+        files += finder(spec)
+    return files
+
+
+def _complete(files: list[LocalFile]) -> bool:
+    """Whether ``files`` hold everything the model needs (see ``is_cached``)."""
+    copies: dict[object, dict[object, bool]] = {}  # need -> copy -> all present so far
+    for local in files:
+        file = local.file
+        if file.member is not None:
+            need: object = ("member", file.member)
+            copy: object = (file.source, file.location)
+        elif file.required:
+            need = copy = ("file", file.filename)
+        else:
+            continue
+        have = copies.setdefault(need, {})
+        have[copy] = have.get(copy, True) and local.path is not None
+    return bool(copies) and all(any(have.values()) for have in copies.values())
 
 
 def is_cached(spec: "ModelSpec") -> bool:
     """Whether everything ``spec`` needs is on this machine (no network, no checksum pass).
 
     Files that name the same ``member`` are alternatives (a bag member from the Hub or from
-    its original URL): one of them is enough. Every other file is needed unless it is
-    marked optional (``required`` False).
+    its original URL; a release archive or the files of a wheel): one complete copy is
+    enough, a copy being the files of one source (``source`` and ``location``). Every other
+    file is needed unless it is marked optional (``required`` False).
     """
-    needs: dict[object, bool] = {}
-    for local in local_files(spec):
-        file = local.file
-        if file.member is not None:
-            key: object = ("member", file.member)
-        elif file.required:
-            key = ("file", file.filename)
-        else:
-            continue
-        needs[key] = needs.get(key, False) or local.path is not None
-    return bool(needs) and all(needs.values())
+    return _complete(local_files(spec))
 
 
 def verify_model(spec: ModelSpec, *, delete: bool = True) -> list[FileCheck]:
@@ -80,7 +114,9 @@ def verify_model(spec: ModelSpec, *, delete: bool = True) -> list[FileCheck]:
         check = check_file(local.path, local.file.sha256, store=store, thorough=True,
                            source=local.file.location,
                            recorded_from=local.file.sha256_from)
-        if not check.ok and delete:
+        if not check.ok and not local.managed:
+            check.detail += "; kept (not in stemsplit's caches)"
+        elif not check.ok and delete:
             check.detail += "; deleted" if discard(local.path, store) else "; could not be deleted"
         results.append(check)
     return results
@@ -126,6 +162,8 @@ def remove_model(spec: ModelSpec, others: list[ModelSpec] | None = None) -> list
                 with file_lock(path):
                     _unlink(path, removed)
                 store.forget([path])
+            if "/" in file.filename:  # a pip file's folders (<project>-<version>/...), if empty
+                _prune(path.parent, url_folder(file.folder))
     for repo in repos:
         folder = hf_repo_folder(repo, hub_dir)
         snapshots = folder / "snapshots"
@@ -133,6 +171,16 @@ def remove_model(spec: ModelSpec, others: list[ModelSpec] | None = None) -> list
             shutil.rmtree(folder, ignore_errors=True)
             shutil.rmtree(hub_dir / ".locks" / folder.name, ignore_errors=True)
     return removed
+
+
+def _prune(folder: Path, top: Path) -> None:
+    """Remove ``folder`` and its parents below ``top`` while they are empty."""
+    while folder != top and top in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
 
 
 def _blob_in_use(folder: Path, blob: Path) -> bool:

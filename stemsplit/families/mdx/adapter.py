@@ -56,11 +56,11 @@ class MDXFamily(Family):
         OptionSpec("--denoise", "denoise", "bool", "MDX-Net: average the network on the mix "
                    "and its negation (UVR's denoise; 2x slower)."),
         OptionSpec("--n-fft", "n_fft", "int", "MDX-Net: FFT size, for an .onnx file "
-                   "weights.toml does not know."),
+                   "weights.toml does not know.", metavar="N"),
         OptionSpec("--compensate", "compensate", "float", "MDX-Net: gain applied to the "
-                   "network's stem, for an unknown .onnx file."),
+                   "network's stem, for an unknown .onnx file.", metavar="GAIN"),
         OptionSpec("--primary-stem", "primary_stem", "str", "MDX-Net: the stem an unknown "
-                   ".onnx file estimates (vocals, instrumental, drums, ...)."),
+                   ".onnx file estimates (vocals, instrumental, drums, ...).", metavar="STEM"),
     )
 
     def parse(self, name: str, table: Mapping[str, Any],

