@@ -7,7 +7,9 @@ after the other (what ``timeout -s INT`` does). Three workloads: one track, a ba
 three tracks two at a time, and an ensemble of two models. A run must end with 128 + the
 signal (or 0 when it finished before the signal came), never abort, and leave no temporary
 file in the output tree or in its private TMPDIR; every output file it leaves must be
-complete. Prints a table and exits 1 if any run broke a rule.
+complete. A signal in the interpreter's own start-up, before stemsplit's first line runs,
+meets Python's defaults (SIGTERM kills: shown as -15, 143 to a shell; nothing exists yet to
+leave behind); the table shows such runs as they are. Prints a table and exits 1 if any run broke a rule.
 
     python benchmarks/stress_signals.py --runs 300
 """
@@ -52,6 +54,14 @@ def prepare(work: Path) -> dict:
             "PYTHONPATH": str(ROOT)}
 
 
+def default_signals() -> None:
+    """In the child: the signals' default dispositions, as a terminal gives them. A script
+    started in the background (`nohup`, `&`) holds SIGINT ignored, and stemsplit keeps an
+    inherited ignored signal ignored, as it should."""
+    for signum in SIGNALS.values():
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def leftovers(*folders: Path) -> list[Path]:
     return [p for folder in folders if folder.exists() for p in folder.rglob("*")
             if p.is_file() and (p.name.startswith(".") or p.name.startswith("stemsplit-"))]
@@ -77,7 +87,7 @@ def run_once(work: Path, env: dict, workload: str, sent: str, target: str,
     process = subprocess.Popen(
         [sys.executable, "-m", "stemsplit", *WORKLOADS[workload], "-q"], cwd=work,
         env={**env, "TMPDIR": str(work / "tmp")}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, start_new_session=True)
+        stderr=subprocess.PIPE, start_new_session=True, preexec_fn=default_signals)
     time.sleep(delay)
     signum = SIGNALS[sent]
     try:

@@ -24,6 +24,9 @@ def _listing(args: list[str]) -> bool | None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from . import stopping
+
+    stopping.install()  # Ctrl-C, SIGTERM, SIGHUP: from the first moment (see stopping)
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = _listing(args)
     if as_json is not None:

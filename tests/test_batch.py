@@ -408,3 +408,41 @@ def test_a_rerun_with_only_a_broken_file_left_loads_no_model(run_cli, album, tmp
     assert "TORCH False" in stderr
     assert "0 done, 4 skipped, 1 failed" in stderr
     assert stderr.count("broken.mp3") == 2, stderr  # its error line, and the summary's row
+
+
+def test_the_overall_bar_counts_seconds_of_audio_with_the_tracks_under_way():
+    """With the durations known from the probe, the batch's bar counts seconds of audio
+    (so its ETA follows them), including the share of each track being separated."""
+    from types import SimpleNamespace
+
+    from stemsplit.cli.separate import TerminalObserver
+
+    class Bars:
+        def __init__(self):
+            self.tasks = {}
+
+        def add_task(self, description, total=None):
+            self.tasks[len(self.tasks)] = {"total": total, "completed": 0}
+            return len(self.tasks) - 1
+
+        def update(self, task, **values):
+            self.tasks[task].update(values)
+
+        def remove_task(self, task):
+            pass
+
+    observer = TerminalObserver(quiet=True)
+    observer.progress = bars = Bars()
+    observer.expect_audio({"a.wav": 10.0, "b.wav": 30.0})
+    observer.batch_started(2)
+    overall = bars.tasks[0]
+    assert overall["total"] == 40.0
+    observer.track_started("a.wav", 10.0)
+    observer.track_started("b.wav", 30.0)
+    observer.track_progress("a.wav", 1, 2)
+    observer.track_progress("b.wav", 1, 3)
+    assert overall["completed"] == 15.0
+    observer.track_finished(SimpleNamespace(input="a.wav", status="done", warnings=[],
+                                            duration_seconds=10.0, seconds_taken=1.0))
+    assert overall["completed"] == 20.0
+    assert "1/2 files" in overall["description"]

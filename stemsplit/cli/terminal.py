@@ -16,7 +16,7 @@ from typing import Callable
 import typer
 from rich.console import Console
 
-from .. import settings
+from .. import settings, stopping
 from ..errors import StemsplitError
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -57,51 +57,6 @@ class ProgressDisplay:
             self.progress.stop()
 
 
-class Terminated(BaseException):
-    """Raised on SIGTERM (or SIGHUP) so that temporary files are cleaned up like on Ctrl-C."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
-                     if hasattr(signal, name))
-"""The signals that stop a command cleanly (exit 128 + the signal's number)."""
-
-_stopping: list[int] = []
-"""The signal that is stopping this process, once one has arrived."""
-
-
-def _on_stop_signal(signum, frame):  # pragma: no cover - exercised through subprocess tests
-    """The first stop signal raises in the main thread; the ones after it are absorbed, so
-    that the cleanup it started (joining the worker threads, removing temporary files) is
-    never cut short. A second signal used to land there: `timeout -s INT` signals the
-    process and then its group, and a Ctrl-C reaches the whole group; the interpreter then
-    exited with worker threads inside torch, and abort()ed."""
-    if _stopping:
-        return
-    _stopping.append(signum)
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt()
-    raise Terminated(signum)
-
-
-def install_stop_handlers() -> dict:
-    """Handle SIGINT, SIGTERM and SIGHUP as ``_on_stop_signal`` says (main thread only; a
-    signal the process inherited as ignored stays ignored); returns the handlers they
-    replace."""
-    previous = {}
-    for signum in STOP_SIGNALS:
-        try:
-            if signal.getsignal(signum) == signal.SIG_IGN:
-                continue  # ignored on purpose (`nohup`, a shell's background job): keep it
-            previous[signum] = signal.signal(signum, _on_stop_signal)
-        except (ValueError, OSError):  # not the main thread, or not settable here
-            pass
-    return previous
-
-
 def report_error(error: BaseException, debug: bool) -> None:
     if debug:
         import traceback
@@ -140,11 +95,12 @@ def run_command(callback: Callable[[], int]) -> None:
 
     Exit codes: 0 success, 1 an input or model failed, 2 usage, 130 Ctrl-C, 141 the reader
     of stdout went away, 143 SIGTERM."""
-    previous = install_stop_handlers()
+    previous = stopping.install()  # as `python -m stemsplit` did already (stemsplit.stopping)
     debug = debug_requested()
     try:
-        code = callback()
-        sys.stdout.flush()  # a closed stdout fails here, not at interpreter exit
+        with stopping.command_scope():
+            code = callback()
+            sys.stdout.flush()  # a closed stdout fails here, not at interpreter exit
     except StemsplitError as error:
         report_error(error, debug)
         code = error.exit_code
@@ -154,11 +110,10 @@ def run_command(callback: Callable[[], int]) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 141  # 128 + SIGPIPE (13), as on Unix; also on Windows, which has no SIGPIPE
     except KeyboardInterrupt:
-        stderr.print("interrupted", markup=False)
+        stderr.print(stopping.words(signal.SIGINT), markup=False)
         code = 128 + signal.SIGINT
-    except Terminated as stop:
-        stderr.print("hung up" if stop.signum == getattr(signal, "SIGHUP", None)
-                     else "terminated", markup=False)
+    except stopping.Terminated as stop:
+        stderr.print(stopping.words(stop.signum), markup=False)
         code = 128 + stop.signum
     except (typer.Exit, typer.Abort, SystemExit):
         raise
@@ -171,9 +126,7 @@ def run_command(callback: Callable[[], int]) -> None:
                      markup=False)
         code = 1
     finally:
-        if not _stopping:  # once stopping, later signals stay absorbed until the exit
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        stopping.restore(previous)  # unless stopping: later signals stay absorbed until the exit
     raise typer.Exit(code or 0)
 
 
