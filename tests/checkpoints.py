@@ -667,6 +667,16 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def default_stop_signals() -> None:
+    """In the child: SIGINT, SIGTERM and SIGHUP at their defaults, as a terminal gives them
+    (a run under `nohup` or in the background inherits some ignored, and stemsplit rightly
+    keeps an ignored signal ignored)."""
+    default_sigint()
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
 def hold_lock_in_threads(target: Path) -> tuple[list[str], bool]:
     """Two threads take the cache lock for ``target`` (``stemsplit.cache.locks.file_lock``,
     whichever way the platform locks): (the order they held it, whether the second was told

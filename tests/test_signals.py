@@ -23,7 +23,7 @@ import pytest
 import soundfile
 
 from stemsplit import temporaries
-from tests.checkpoints import default_sigint
+from tests.checkpoints import default_stop_signals
 
 # The child: stemsplit's CLI, with a hook in the first stem write (a worker thread, writers
 # open): it signals the process SIGNALS times, GAP seconds apart, while that thread runs
@@ -87,7 +87,7 @@ def run_child(tmp_path: Path, tiny_hf_home: Path, args: list[str], *, signals: s
            "WORK": str(work)}
     return subprocess.run([sys.executable, str(tmp_path / "child.py"), *args], cwd=tmp_path,
                           env=env, capture_output=True, timeout=240,
-                          preexec_fn=default_sigint)
+                          preexec_fn=default_stop_signals)
 
 
 @pytest.mark.parametrize("signals,gap,code", [
@@ -127,7 +127,7 @@ def test_a_hangup_cleans_up_and_an_ignored_one_is_kept(song, tmp_path, tiny_hf_h
 
     # `nohup stemsplit ...`: SIGHUP inherited as ignored stays ignored, and the run finishes.
     def ignore_hangups() -> None:
-        default_sigint()
+        default_stop_signals()
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     env = {**os.environ, "HF_HOME": str(tiny_hf_home), "HF_HUB_OFFLINE": "1",
@@ -147,7 +147,8 @@ def test_a_killed_run_leaves_only_what_a_rerun_sweeps(song, tmp_path, tiny_hf_ho
            "TMPDIR": str(tmp_path / "tmp")}
     process = subprocess.Popen([sys.executable, "-m", "stemsplit", "song.wav", "-o", "out",
                                 "--clip-mode", "rescale"], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=default_stop_signals)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not leftovers(tmp_path / "out"):
         time.sleep(0.02)
