@@ -26,7 +26,7 @@ def _listing(args: list[str]) -> bool | None:
 def main(argv: list[str] | None = None) -> None:
     from . import stopping
 
-    stopping.install()  # Ctrl-C, SIGTERM, SIGHUP: from the first moment (see stopping)
+    stopping.install(process_wide=True)  # Ctrl-C, SIGTERM, SIGHUP from the first moment
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = _listing(args)
     if as_json is not None:

@@ -11,6 +11,14 @@
 * Outside a command's body (starting up, parsing options, or after the body has finished
   and flushed its output) there is nothing to clean up: the process says so in one line and
   exits at once with 128 + the signal's number.
+* While a ``deferred`` section runs (``import torch``), the first signal is held and raised
+  at its end: torch's C initialisation imports numpy and clears any exception it meets, so
+  a KeyboardInterrupt raised there was swallowed (the run went on, unstoppable since later
+  signals are absorbed) or left numpy half-imported (`module 'numpy' has no attribute`).
+* Once the command that ``python -m stemsplit`` runs has finished (cleanup included), the
+  stop signals are ignored for the few moments left: the interpreter's finalisation would
+  otherwise put back their default action, and a late signal would kill the process
+  halfway through its exit.
 * A signal the process inherited as ignored (``nohup``, a shell's background job) stays
   ignored.
 
@@ -42,6 +50,10 @@ class Terminated(BaseException):
 _stopping: list[int] = []
 """The signal that is stopping this process, once one has arrived."""
 _in_command = [False]
+_deferring = [0]
+_held: list[int] = []
+"""The stop signal that arrived during a ``deferred`` section, raised at its end."""
+_process_wide = [False]
 
 
 def words(signum: int) -> str:
@@ -59,14 +71,24 @@ def _on_stop_signal(signum, frame):  # pragma: no cover - exercised through subp
             pass
         os._exit(128 + signum)
     _stopping.append(signum)
+    if _deferring[0]:
+        _held.append(signum)
+        return
+    _raise(signum)
+
+
+def _raise(signum: int) -> None:
     if signum == signal.SIGINT:
         raise KeyboardInterrupt()
     raise Terminated(signum)
 
 
-def install() -> dict:
+def install(process_wide: bool = False) -> dict:
     """Handle the stop signals as the module says (main thread only); returns the handlers
-    they replace (``restore``)."""
+    they replace (``restore``). ``process_wide``: for the ``stemsplit`` process itself, whose
+    command ends with its exit (``finish`` then ignores late signals)."""
+    if process_wide:
+        _process_wide[0] = True
     previous = {}
     for signum in STOP_SIGNALS:
         try:
@@ -79,13 +101,33 @@ def install() -> dict:
     return previous
 
 
-def restore(previous: dict) -> None:
-    """Put back what ``install`` replaced, unless a stop signal has arrived (then later ones
-    stay absorbed until the exit)."""
+def finish(previous: dict) -> None:
+    """A command has ended: in the ``stemsplit`` process, ignore the stop signals until the
+    exit; in a process that called a command (the tests, the Python API), put back what
+    ``install`` replaced, unless a stop signal has arrived (later ones stay absorbed)."""
+    if _process_wide[0]:
+        for signum in previous:
+            try:
+                signal.signal(signum, signal.SIG_IGN)
+            except (ValueError, OSError):
+                pass
+        return
     if _stopping:
         return
     for signum, handler in previous.items():
         signal.signal(signum, handler)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A section a stop signal must not interrupt: it is raised when the section ends."""
+    _deferring[0] += 1
+    try:
+        yield
+    finally:
+        _deferring[0] -= 1
+    if not _deferring[0] and _held:
+        _raise(_held.pop())
 
 
 def stopping() -> int | None:

@@ -189,3 +189,40 @@ def test_stdin_copies_of_dead_processes_are_swept(tmp_path, monkeypatch):
     removed = temporaries.sweep_temporary_folder()
     assert sorted(removed) == sorted([gone, old_foreign])
     assert mine.exists() and other.exists()
+
+
+# The child: a Ctrl-C in the middle of `import torch` (when its C start-up imports numpy).
+DURING_TORCH_IMPORT = r"""
+import os, signal, sys, time
+
+class SignalDuringNumpyImport:
+    fired = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy._core._multiarray_umath" and not self.fired and "torch" in sys.modules:
+            SignalDuringNumpyImport.fired = True
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here, inside torch's import
+        return None
+
+sys.meta_path.insert(0, SignalDuringNumpyImport())
+from stemsplit.__main__ import main
+sys.argv = ["stemsplit", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_signal_during_the_torch_import_is_not_swallowed(song, tmp_path, tiny_hf_home):
+    """torch's C start-up imports numpy and clears any exception it meets: a KeyboardInterrupt
+    raised there was lost (the run went on, and later signals were absorbed) or left numpy
+    half-imported. The import is a deferred section now: the signal stops the run after it."""
+    (tmp_path / "torch_child.py").write_text(DURING_TORCH_IMPORT)
+    env = {**os.environ, "HF_HOME": str(tiny_hf_home), "HF_HUB_OFFLINE": "1",
+           "TMPDIR": str(tmp_path / "tmp")}
+    result = subprocess.run([sys.executable, str(tmp_path / "torch_child.py"), "song.wav", "-o",
+                             "out"], cwd=tmp_path, env=env, capture_output=True, timeout=240,
+                            preexec_fn=default_stop_signals)
+    stderr = result.stderr.decode()
+    assert result.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted", stderr
+    assert not (tmp_path / "out").exists()

@@ -84,7 +84,8 @@ def prepare_process(jobs: int) -> None:
     from ..allocator import keep_freed_memory
 
     keep_freed_memory()
-    import torch
+    with stopping.deferred():  # torch's C start-up would swallow a KeyboardInterrupt
+        import torch
 
     if jobs > 0:
         torch.set_num_threads(jobs)
@@ -126,7 +127,7 @@ def run_command(callback: Callable[[], int]) -> None:
                      markup=False)
         code = 1
     finally:
-        stopping.restore(previous)  # unless stopping: later signals stay absorbed until the exit
+        stopping.finish(previous)
     raise typer.Exit(code or 0)
 
 
