@@ -125,7 +125,7 @@ def test_overlap_and_segment(golden, tmp_path):
 
 
 @pytest.mark.parametrize("flags,words", [
-    (("--overlap", "1.5"), "--overlap: overlap must be a fraction in [0, 1)"),
+    (("--overlap", "1.5"), "--overlap 1.5: give a fraction from 0 to below 1"),
     (("--segment", "0.005"), "chunk of 80 samples: Apollo's STFT takes more than 160 samples"),
 ])
 def test_invalid_overlap_or_segment_is_refused_in_one_line(golden, tmp_path, flags, words):

@@ -179,7 +179,7 @@ def test_overlap_and_segment(golden, tmp_path):
 
 
 @pytest.mark.parametrize("name,flags,words", [
-    ("bandit", ("--overlap", "1.5"), "--overlap: overlap must be a fraction in [0, 1)"),
+    ("bandit", ("--overlap", "1.5"), "--overlap 1.5: give a fraction from 0 to below 1"),
     ("bandit", ("--segment", "0.0001"),
      "chunk of 0 samples: BandIt Plus takes chunks of at least one sample"),
     ("bandit_v2", ("--segment", "0.015"),
