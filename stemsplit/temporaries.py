@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import socket
 import tempfile
 import threading
@@ -131,8 +132,6 @@ def sweep(folder: Path, prefix: str = "") -> list[Path]:
     for path in abandoned_in(folder, prefix):
         try:
             if path.is_dir() and not path.is_symlink():
-                import shutil
-
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink()

@@ -197,3 +197,17 @@ def test_signal(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 test_signal.__test__ = False  # not a pytest test, despite its name
+
+
+def spleeter_2stems_entry(files: str, description: str = "a test copy") -> str:
+    """The ``[models.spleeter_2stems]`` table of a test weights.toml, with ``files`` (the
+    TOML list's contents) as its sources."""
+    return f'''[models.spleeter_2stems]
+family = "spleeter"
+architecture = "Spleeter U-Net"
+description = "{description}"
+stems = ["vocals", "accompaniment"]
+sample_rate = 44100
+model_dir = "2stems"
+files = [{files}]
+'''

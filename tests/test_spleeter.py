@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.spleeter_models import SAMPLE_RATE, real_2stems_folder, require_oracle, run_oracle, test_signal
+from tests.spleeter_models import (SAMPLE_RATE, real_2stems_folder, require_oracle, run_oracle,
+                                    spleeter_2stems_entry, test_signal)
 
 BOUND = 1e-4
 CHECKPOINT_FILES = ("checkpoint", "model.index", "model.data-00000-of-00001", "model.meta")
@@ -98,16 +99,8 @@ def _archive(folder: Path, target: Path) -> str:
 
 
 def _registry(path: Path, url: str, digest: str) -> Path:
-    path.write_text(f'''default_model = "spleeter_2stems"
-[models.spleeter_2stems]
-family = "spleeter"
-architecture = "Spleeter U-Net"
-description = "a test copy"
-stems = ["vocals", "accompaniment"]
-sample_rate = 44100
-model_dir = "2stems"
-files = [{{ url = "{url}", name = "spleeter-2stems-v1.4.0.tar.gz", sha256 = "{digest}" }}]
-''')
+    path.write_text('default_model = "spleeter_2stems"\n' + spleeter_2stems_entry(
+        f'{{ url = "{url}", name = "spleeter-2stems-v1.4.0.tar.gz", sha256 = "{digest}" }}'))
     return path
 
 
