@@ -53,3 +53,7 @@ class ChecksumError(ModelError):
 
 class OutputError(StemsplitError):
     """An output that cannot be written (permissions, disk full, exists)."""
+
+
+class ClusterError(StemsplitError):
+    """A Ray cluster that cannot be reached or joined, or that failed under the run."""

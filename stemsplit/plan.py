@@ -127,6 +127,10 @@ def collect_inputs(arguments: Sequence[str], *, recursive: bool = True,
 
 
 # -- outputs -----------------------------------------------------------------------------
+BATCH_FILENAME = "{relpath}/{track}/{stem}.{ext}"
+"""The file name template of a batch: the input's folder tree mirrored under the model's."""
+
+
 @dataclass(frozen=True)
 class OutputOptions:
     """Where and how stems are written."""
@@ -306,3 +310,18 @@ def track_outcomes(items: Sequence[BatchItem | PathLike], *, model_name: str,
     except UsageError:
         return None  # the real run refuses it, after loading the model, as ever
     return [skipped_result(track.label, track.destinations) for track in planned]
+
+
+def output_folders(items: Sequence[BatchItem], *, model_name: str,
+                   member_sources: Sequence[Sequence[str]], selection: StemSelection,
+                   options: OutputOptions) -> dict[str, list[Path]]:
+    """Each input's output folders (by its path as given): where its writers leave their
+    temporaries. A UsageError, as ``plan_jobs`` gives, when two inputs would write one
+    file."""
+    names = selection.plan(member_sources).names
+    planned = [_PlannedTrack(str(item.path), output_paths(item.path, names, model_name, options,
+                                                          item.relative_dir))
+               for item in items]
+    plan_jobs(planned, lambda track: track)  # type: ignore[arg-type]
+    return {track.label: sorted({path.parent for path in track.destinations.values()})
+            for track in planned}

@@ -704,3 +704,34 @@ def hold_lock_in_threads(target: Path) -> tuple[list[str], bool]:
         order.append("first")
     thread.join(10)
     return order, told
+
+
+# --------------------------------------------------------------------------- albums
+def tone_file(path: Path, seconds: float = 0.5, rate: int = 44100) -> Path:
+    """A stereo 220 Hz tone written to ``path`` (its folders made)."""
+    import numpy as np
+    import soundfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * rate)) / rate
+    soundfile.write(path, np.stack([0.3 * np.sin(2 * np.pi * 220 * t)] * 2).T, rate)
+    return path
+
+
+def make_album(root: Path, seconds: float = 0.5) -> Path:
+    """A folder as users have them: nested tracks (two with one name in different folders),
+    hidden files, non-audio files and a broken mp3."""
+    tone_file(root / "01 intro.wav", seconds)
+    tone_file(root / "cd 1" / "02 song.flac", seconds)
+    tone_file(root / "cd 1" / "deeper" / "03 song.wav", seconds)
+    tone_file(root / "cd 2" / "02 song.flac", seconds)  # same name as in cd 1: no collision
+    tone_file(root / ".hidden" / "skip.wav", seconds)
+    tone_file(root / ".dotfile.wav", seconds)
+    (root / "cd 2" / "cover.jpg").write_bytes(b"\xff\xd8not really a jpeg")
+    (root / "cd 2" / "notes.txt").write_text("liner notes")
+    (root / "broken.mp3").write_bytes(b"ID3" + b"\x00" * 200)
+    return root
+
+
+ALBUM_TRACKS = ("01 intro", "cd 1/02 song", "cd 1/deeper/03 song", "cd 2/02 song")
+"""The relative output folders of ``make_album``'s good tracks."""

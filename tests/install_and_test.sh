@@ -5,7 +5,7 @@
 #
 # 1. A virtual environment for the project (reused when it exists): $STEMSPLIT_TEST_VENV,
 #    default <repo>/.venv-test; the one already active when $VIRTUAL_ENV is set.
-# 2. stemsplit from this checkout with the test extra, on the CPU build of torch 2.13.0
+# 2. stemsplit from this checkout with the test and ray extras, on the CPU build of torch 2.13.0
 #    (a plain `pip install torch` on Linux pulls the CUDA build, several GB).
 # 3. audio-separator 0.47.1 without its dependencies: a test oracle only (its RoFormer and
 #    MDX23C classes and its MDX-Net command line); its own pins would replace torch.
@@ -24,7 +24,7 @@ else
 fi
 python="$venv/bin/python"
 "$python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-"$python" -m pip install -q "torch==2.13.0" -e ".[test]"
+"$python" -m pip install -q "torch==2.13.0" -e ".[test,ray]"
 "$python" -m pip install -q --no-deps "audio-separator==0.47.1"
 bash tests/spleeter_oracle/setup.sh
 if ! command -v ffmpeg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \

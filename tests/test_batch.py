@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,39 +17,25 @@ import pytest
 import soundfile
 
 from stemsplit.batch import BatchItem, collect_inputs
-from tests.checkpoints import default_sigint
+from tests.checkpoints import ALBUM_TRACKS, default_sigint, make_album, tone_file
 
 STEMS = ("drums", "bass", "other", "vocals")
 
 
 
-def tone(path: Path, seconds: float = 0.5, rate: int = 44100) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(seconds * rate)) / rate
-    soundfile.write(path, np.stack([0.3 * np.sin(2 * np.pi * 220 * t)] * 2).T, rate)
-    return path
+tone = tone_file
 
 
 @pytest.fixture
 def album(tmp_path) -> Path:
-    root = tmp_path / "album"
-    tone(root / "01 intro.wav")
-    tone(root / "cd 1" / "02 song.flac")
-    tone(root / "cd 1" / "deeper" / "03 song.wav")
-    tone(root / "cd 2" / "02 song.flac")  # same name as in cd 1: mirrored, no collision
-    tone(root / ".hidden" / "skip.wav")
-    tone(root / ".dotfile.wav")
-    (root / "cd 2" / "cover.jpg").write_bytes(b"\xff\xd8not really a jpeg")
-    (root / "cd 2" / "notes.txt").write_text("liner notes")
-    (root / "broken.mp3").write_bytes(b"ID3" + b"\x00" * 200)
-    return root
+    return make_album(tmp_path / "album")
 
 
 def outputs_of(out: Path, relative_track: str) -> list[Path]:
     return [out / "htdemucs" / relative_track / f"{stem}.wav" for stem in STEMS]
 
 
-GOOD = ["01 intro", "cd 1/02 song", "cd 1/deeper/03 song", "cd 2/02 song"]
+GOOD = list(ALBUM_TRACKS)
 
 
 def test_collect_inputs_walks_skips_hidden_and_non_audio(album):
@@ -93,6 +80,12 @@ def test_batch_runs_resumes_and_forces(run_cli, album, tmp_path):
             assert (tmp_path / path).is_file()
     summary = first.stderr.decode()
     assert "4 done, 0 skipped, 1 failed" in summary and "broken.mp3" in summary
+    # Each separated file's line ends with the totals: files done / total, the failures
+    # (the broken file is probed first), the throughput.
+    totals = re.findall(r"\[(\d)/5 files, 1 failed, ([\d.]+) min of audio, "
+                        r"([\d.]+) s of audio/s\]", summary)
+    assert [int(done) for done, *_ in totals] == [2, 3, 4, 5], summary
+    assert float(totals[-1][1]) == round(4 * 0.5 / 60, 1) and float(totals[-1][2]) > 0
 
     second = run_cli("batch", "album", "-o", "out", "--json")
     statuses = [json.loads(line)["status"] for line in second.stdout.decode().splitlines()]
@@ -415,7 +408,7 @@ def test_the_overall_bar_counts_seconds_of_audio_with_the_tracks_under_way():
     (so its ETA follows them), including the share of each track being separated."""
     from types import SimpleNamespace
 
-    from stemsplit.cli.separate import TerminalObserver
+    from stemsplit.cli.reporting import TerminalObserver
 
     class Bars:
         def __init__(self):

@@ -165,10 +165,11 @@ def test_no_module_imports_another_in_a_cycle():
     assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
 
 
-def test_only_the_command_line_imports_typer_and_rich():
+def _importers_of(packages: tuple[str, ...], allowed_folder: str) -> list[str]:
+    """Where a module outside ``stemsplit/<allowed_folder>/`` imports one of ``packages``."""
     offenders = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        if path.relative_to(PACKAGE).parts[0] == "cli":
+        if path.relative_to(PACKAGE).parts[0] == allowed_folder:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = []
@@ -177,9 +178,23 @@ def test_only_the_command_line_imports_typer_and_rich():
             elif isinstance(node, ast.ImportFrom) and not node.level:
                 names = [node.module or ""]
             for name in names:
-                if name.split(".")[0] in ("typer", "rich", "click"):
+                if name.split(".")[0] in packages:
                     offenders.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {name}")
+    return offenders
+
+
+def test_only_the_command_line_imports_typer_and_rich():
+    offenders = _importers_of(("typer", "rich", "click"), "cli")
     assert not offenders, offenders
+
+
+def test_only_the_cluster_package_imports_ray():
+    offenders = _importers_of(("ray",), "cluster")
+    assert not offenders, offenders
+    probe = ("import sys, stemsplit.cluster, stemsplit.cli.separate, stemsplit.batch; "
+             "print('ray' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
 
 
 def test_shared_code_reaches_families_only_through_the_table():

@@ -5,28 +5,29 @@ all checked before any work; a rerun whose outputs exist is answered without tor
 (``plan.finished_tracks``); otherwise a ``Separator`` loads the models and
 ``batch.separate_items`` runs the tracks. stdout carries results alone (one output path per
 line, or ``--json``); messages and progress go to stderr, progress bars only when stderr is
-a terminal. torch is imported only once a command runs, so ``--help`` stays fast.
+a terminal (``reporting``). ``batch --ray`` hands the tracks left to do to a Ray cluster
+(``cluster``). torch is imported only once a command runs, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
 from .. import settings
 from ..errors import StemsplitError, UsageError, WeightsUnavailableError
 from ..families import all_families
-from .terminal import (ProgressDisplay, complete_model, prepare_process, print_json_line,
-                       run_command, stderr)
+from ..plan import BATCH_FILENAME
+from .cluster import ClusterRequest, cluster_request, separate_on_cluster
+from .reporting import (TerminalObserver, emit_results, print_paths, print_result_line,
+                        print_summary, report_finished)
+from .terminal import complete_model, prepare_process, run_command, stderr
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..pipeline import TrackResult
 
 class ClipMode(str, Enum):
     rescale = "rescale"
@@ -52,114 +53,6 @@ EnsembleAlgorithm = Enum("EnsembleAlgorithm", {name: name for name in _ensemble_
 """``--ensemble``: how an ensemble combines its models' stems (see ensemble.py)."""
 
 
-# -- reporting -------------------------------------------------------------------------
-class TerminalObserver(ProgressDisplay):
-    """Draws per-track progress on stderr (bars on a terminal, one line per track else)."""
-
-    def __init__(self, quiet: bool, on_result=None) -> None:
-        self.quiet = quiet
-        self.on_result = on_result
-        """Called with each finished track's result (the CLI prints JSON lines with it)."""
-        self.progress = None
-        self.tasks: dict[str, object] = {}
-        """The progress bar of each track being separated (several with --parallel)."""
-        self.overall = None
-        self.files_total = self.files_done = 0
-        self.audio_seconds_done = 0.0
-        self.expected_seconds: dict[str, float] = {}
-        """Each pending track's duration, when known before the run."""
-        self.fractions: dict[str, float] = {}
-        """How far each track being separated has got."""
-        self.seconds_finished = 0.0
-        if not quiet and stderr.is_terminal:
-            from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
-            self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(),
-                TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                TextColumn("eta"), TimeRemainingColumn(), console=stderr, transient=True,
-            )
-
-    def expect_audio(self, seconds_by_track: dict[str, float | None]) -> None:
-        """The durations of the tracks to separate (from the probe before the run): the
-        overall bar then counts seconds of audio, and its ETA follows them."""
-        self.expected_seconds = {track: seconds for track, seconds in seconds_by_track.items()
-                                 if seconds}
-
-    def track_started(self, track: str, duration_seconds: float | None) -> None:
-        if self.progress is not None:
-            self.tasks[track] = self.progress.add_task(Path(track).name, total=None)
-
-    def track_progress(self, track: str, done: int, total: int) -> None:
-        if self.progress is not None and track in self.tasks:
-            self.progress.update(self.tasks[track], completed=done, total=total)
-            self.fractions[track] = done / total if total else 0.0
-            self._update_overall()
-
-    def _update_overall(self) -> None:
-        if self.progress is None or self.overall is None:
-            return
-        if self.expected_seconds:
-            under_way = sum(fraction * self.expected_seconds.get(track, 0.0)
-                            for track, fraction in self.fractions.items())
-            self.progress.update(self.overall, completed=self.seconds_finished + under_way,
-                                 description=self._overall_description())
-        else:
-            self.progress.update(self.overall, completed=self.files_done,
-                                 description=self._overall_description())
-
-    def track_stage(self, track: str, stage: str) -> None:
-        if self.progress is not None and track in self.tasks:
-            self.progress.update(self.tasks[track], description=f"{Path(track).name} ({stage})")
-
-    def track_finished(self, result: "TrackResult") -> None:
-        task = self.tasks.pop(result.input, None)
-        if self.progress is not None and task is not None:
-            self.progress.remove_task(task)
-        for warning in result.warnings:
-            stderr.print(f"warning: {warning}", markup=False)
-        if result.status == "failed":
-            stderr.print(f"error: {result.error}", markup=False)
-        elif result.status == "skipped":
-            self.message(f"skipped {result.input}: {result.error}")
-        else:
-            duration = result.duration_seconds or 0.0
-            self.message(f"separated {result.input} ({duration:.1f} s of audio in "
-                         f"{result.seconds_taken:.1f} s)")
-        self.files_done += 1
-        self.audio_seconds_done += result.duration_seconds or 0.0
-        self.fractions.pop(result.input, None)
-        self.seconds_finished += self.expected_seconds.get(result.input, 0.0)
-        self._update_overall()
-        if self.on_result is not None:
-            self.on_result(result)
-
-    def batch_started(self, files: int) -> None:
-        """Show an overall bar (files, audio minutes done, ETA) above the per-file bar: over
-        seconds of audio when the durations are known (``expect_audio``), else files."""
-        self.files_total = files
-        if self.progress is not None and files > 1:
-            total = sum(self.expected_seconds.values()) or files
-            self.overall = self.progress.add_task(self._overall_description(), total=total)
-
-    def _overall_description(self) -> str:
-        return (f"{self.files_done}/{self.files_total} files, "
-                f"{self.audio_seconds_done / 60:.1f} min of audio")
-
-
-def _emit_results(results: list["TrackResult"], model_name: str, as_json: bool) -> None:
-    if as_json:
-        document = {"model": model_name,
-                    "tracks": [_result_document(result) for result in results]}
-        sys.stdout.write(json.dumps(document, indent=2) + "\n")
-    else:
-        for result in results:
-            if result.status == "done":
-                for path in result.outputs.values():
-                    sys.stdout.write(f"{path}\n")
-    sys.stdout.flush()
-
-
 # -- shared option handling -------------------------------------------------------------
 def model_names(model: Optional[List[str]], name: Optional[List[str]]) -> List[str]:
     """--model and -n (each repeatable): the same list, given with either."""
@@ -183,14 +76,18 @@ def _separate_inputs(
     offline: bool, quiet: bool, as_json: bool, debug: bool, batch: bool = False,
     fail_fast: bool = False, family_options: Optional[dict] = None,
     ensemble: Optional[str] = None, ensemble_weights: Optional[str] = None,
+    cluster: Optional[ClusterRequest] = None,
 ) -> int:
     """Separate ``inputs`` (paths, '-', or batch items) with one model or an ensemble (several
     ``-n``, or a preset: ``ensemble`` algorithm, ``ensemble_weights`` "2,1"); the exit code.
 
     ``batch``: JSON Lines as each file finishes and a summary table on stderr; otherwise
     one JSON document (or the written paths) at the end. ``family_options``: the values of
-    the options only one family reads, by name.
+    the options only one family reads, by name. ``cluster``: run on Ray (``batch --ray``).
     """
+    if cluster is not None and (jobs or parallel):
+        raise UsageError("-j/--jobs and -P/--parallel do not apply with --ray",
+                         hint="use --cpus-per-worker and --workers")
     if parallel < 0:
         raise UsageError("--parallel must be 0 (auto) or a positive number of tracks")
     if flac and mp3:
@@ -247,8 +144,17 @@ def _separate_inputs(
         if device not in ("auto", "cpu"):  # an unavailable device is refused, as ever
             from ..loading import resolve_device
             resolve_device(device)
-        return _report_finished(recipe.name, outcomes, batch=batch, as_json=as_json,
+        return report_finished(recipe.name, outcomes, batch=batch, as_json=as_json,
                                 quiet=quiet)
+    if cluster is not None:
+        from ..cluster.worker import WorkerSpec
+        spec = WorkerSpec(
+            model=recipe, options=options, selection=selection, device=device, shifts=shifts,
+            seed=seed, overlap=overlap, segment_seconds=segment, batch_size=batch_size,
+            offline=True if offline else None, family_options=dict(family_options or {}))
+        return separate_on_cluster(cluster, items, outcomes, spec, member_sources,
+                                   quiet=quiet, as_json=as_json, debug=debug,
+                                   fail_fast=fail_fast)
     # Every input still to do is probed before weights are fetched or torch imported: a typo
     # or a broken file is answered at once, and a run where nothing can be read stops here.
     from ..preflight import probe_inputs
@@ -261,7 +167,7 @@ def _separate_inputs(
         results = [outcomes[index] if outcomes is not None and outcomes[index] is not None
                    else failed_result(str(item.path), unreadable[item.path])
                    for index, item in enumerate(items)]
-        return _report_finished(recipe.name, results, batch=batch, as_json=as_json,
+        return report_finished(recipe.name, results, batch=batch, as_json=as_json,
                                 quiet=quiet)
 
     if not quiet and stderr.is_terminal:  # torch and the weights take seconds: say what runs
@@ -270,14 +176,9 @@ def _separate_inputs(
     from ..batch import separate_items
     from ..separator import Separator
 
-    def print_paths(result: "TrackResult") -> None:
-        if result.status == "done":
-            sys.stdout.write("".join(f"{path}\n" for path in result.outputs.values()))
-            sys.stdout.flush()
-
     on_result = None
     if batch:
-        on_result = _print_json_line if as_json else print_paths
+        on_result = print_result_line if as_json else print_paths
     with TerminalObserver(quiet, on_result=on_result) as observer:
         observer.expect_audio({str(path): getattr(info, "duration_seconds", None)
                                for path, info in probed.items()})
@@ -298,9 +199,9 @@ def _separate_inputs(
             selection=selection, options=options, observer=observer, parallel=parallel,
             fail_fast=fail_fast, stdin=sys.stdin.buffer, probed=probed)
     if batch:
-        _print_summary(summary, quiet)
+        print_summary(summary, quiet)
     elif not to_stdout:
-        _emit_results(summary.results, separator.name, as_json)
+        emit_results(summary.results, separator.name, as_json)
     return 1 if summary.failed else 0
 
 
@@ -319,59 +220,6 @@ def _nothing_changes_the_outputs(recipe: Any, family_options: Optional[dict], *,
     if segment is not None or shifts < 0 or batch_size < 1:
         return False
     return overlap is None or 0 <= overlap < 1 or (overlap >= 2 and float(overlap).is_integer())
-
-
-def _report_finished(model_name: str, results: list, *, batch: bool, as_json: bool,
-                     quiet: bool) -> int:
-    """Report a run that had nothing to separate (each input skipped, or failed before the
-    model was needed); the exit code."""
-    from ..plan import BatchSummary
-
-    with TerminalObserver(quiet, on_result=_print_json_line if batch and as_json else None) \
-            as observer:
-        observer.batch_started(len(results))
-        for result in results:
-            observer.track_finished(result)
-    if batch:
-        _print_summary(BatchSummary(results), quiet)
-    else:
-        _emit_results(results, model_name, as_json)
-    return 1 if any(result.status == "failed" for result in results) else 0
-
-
-def _print_json_line(result: "TrackResult") -> None:
-    print_json_line(_result_document(result))
-
-
-def _result_document(result: "TrackResult") -> dict:
-    return {
-        "input": result.input,
-        "status": result.status,
-        "outputs": {stem: str(path) for stem, path in result.outputs.items()},
-        "sample_rate": result.sample_rate,
-        "duration_seconds": result.duration_seconds,
-        "seconds_taken": round(result.seconds_taken, 3),
-        "error": result.error if result.status != "done" else None,
-    }
-
-
-def _print_summary(summary, quiet: bool) -> None:
-    """The batch's closing table on stderr: counts, then each failure with its reason."""
-    done, skipped, failed = (summary.count(s) for s in ("done", "skipped", "failed"))
-    if quiet and not failed:
-        return
-    stderr.print(f"{done} done, {skipped} skipped, {failed} failed", markup=False)
-    if failed:
-        from rich.table import Table
-        table = Table(box=None, pad_edge=False)
-        table.add_column("failed")
-        table.add_column("reason")
-        for result in summary.failed:
-            reason = result.error or ""
-            if reason.startswith(f"{result.input}: "):  # the path once, in its column
-                reason = reason[len(result.input) + 2:]
-            table.add_row(result.input, reason)
-        stderr.print(table)
 
 
 def _registry_facts() -> tuple[str, dict[int, str]]:
@@ -508,8 +356,13 @@ def separate_command(
 def batch_command(
     folders: List[str] = typer.Argument(..., metavar="DIR", help="Folders, files, quoted globs, or - to read paths from stdin."),
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into subfolders."),
-    filename: str = typer.Option("{relpath}/{track}/{stem}.{ext}", "--filename", metavar="TEMPLATE", help="Output name template: {relpath} {track} {trackext} {stem} {ext} {model}."),
+    filename: str = typer.Option(BATCH_FILENAME, "--filename", metavar="TEMPLATE", help="Output name template: {relpath} {track} {trackext} {stem} {ext} {model}."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failing file."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help="Only part K of N: the i-th file (sorted by relative path) is in part i mod N + 1, the same on every node (for job arrays: --shard $SLURM_ARRAY_TASK_ID/N)."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="local|auto|HOST:PORT", help="Run on a Ray cluster (pip install 'stemsplit[ray]'): local starts one on this machine, auto joins the one `ray start` made here, HOST:PORT joins a head. Inputs and -o must be on storage every node sees."),
+    workers: Optional[int] = typer.Option(None, "--workers", metavar="N", help="With --ray: the most workers (each loads the model once; default: as many as the cluster's CPUs, or GPUs, hold)."),
+    cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", metavar="N", help="With --ray: CPUs (and torch threads) per worker."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", metavar="N", help="With --ray: GPUs per worker (0.5: two workers share one)."),
     model: Optional[List[str]] = MODEL_OPTION,
     name: Optional[List[str]] = NAME_OPTION,
     stems: Optional[int] = STEMS_OPTION,
@@ -548,10 +401,24 @@ def batch_command(
 
     def body() -> int:
         from ..plan import collect_inputs
+        cluster = cluster_request(arguments)
+        shard_text = arguments.pop("shard")
+        shard = None
+        if shard_text is not None:
+            from ..shards import parse_shard
+            shard = parse_shard(shard_text)
         items = collect_inputs(arguments.pop("folders"), recursive=arguments.pop("recursive"),
                                stdin=sys.stdin)
         if not items:
             raise UsageError("no audio files found")
-        return _separate_inputs(items, batch=True, **arguments)
+        if shard is not None:
+            from ..shards import shard_items
+            items = shard_items(items, shard)
+            if not items:  # more parts than files: this part has none, which is no error
+                if not arguments["quiet"]:
+                    stderr.print(f"shard {shard}: no files (0 done, 0 skipped, 0 failed)",
+                                 markup=False)
+                return 0
+        return _separate_inputs(items, batch=True, cluster=cluster, **arguments)
 
     run_command(body)
