@@ -25,6 +25,7 @@ from .ensemble import Ensemble
 from .errors import ModelError, UsageError
 from .families import all_families, family_named
 from .families.base import Family, LoadedModel
+from .precision import FP32, Precision, resolve_precision
 from .registry import Registry, load_registry
 from .resolve import ModelChoice, Recipe, resolve
 from .specs import ModelSpec
@@ -91,7 +92,7 @@ def _own_options(options: Mapping[str, Any], family: Family) -> dict[str, Any]:
 
 def _load_local(path_text: str | Path, spec: ModelSpec | None, registry: Registry,
                 options: Mapping[str, Any], device: torch.device,
-                offline: OfflinePolicy) -> LoadedModel:
+                offline: OfflinePolicy, precision: Precision = FP32) -> LoadedModel:
     path = expand_path(str(path_text))
     if not path.exists():
         raise ModelError(f"--weights {path}: no such file or folder")
@@ -101,16 +102,24 @@ def _load_local(path_text: str | Path, spec: ModelSpec | None, registry: Registr
                          f"model '{spec.name}' is a {family_named(spec.family).display} model")
     refuse_foreign_options(options, [family], path.name)
     known = [entry for entry in registry.models.values() if entry.family == family.name]
-    return family.load_local(path, spec, options, device, offline, known=known)
+    return _at_precision(family.load_local(path, spec, options, device, offline, known=known),
+                         precision)
 
 
 def _load_named(spec: ModelSpec, options: Mapping[str, Any], device: torch.device,
-                offline: OfflinePolicy, progress: ProgressCallback | None) -> LoadedModel:
+                offline: OfflinePolicy, progress: ProgressCallback | None,
+                precision: Precision = FP32) -> LoadedModel:
     spec.require_supported()
     family = family_named(spec.family)
     fetched = family.fetch(spec, offline=offline, progress=progress,
                            options=_own_options(options, family))
-    return family.load(spec, fetched, _own_options(options, family), device)
+    return _at_precision(family.load(spec, fetched, _own_options(options, family), device),
+                         precision)
+
+
+def _at_precision(model: LoadedModel, precision: Precision) -> LoadedModel:
+    model.family.set_precision(model, precision)
+    return model
 
 
 def load_model(
@@ -121,9 +130,10 @@ def load_model(
     device: torch.device | str = "cpu",
     progress: ProgressCallback | None = None,
     options: Mapping[str, Any] | None = None,
+    precision: str | None = "fp32",
 ) -> LoadedModel:
     """Load one published model by name (default: weights.toml's default) or a local
-    checkpoint, and return it as it is.
+    checkpoint, and return it as it is, its networks at ``precision`` (``stemsplit.precision``).
 
     ``weights`` is a local file or folder in any family's format; with a ``name`` too, that
     model's settings apply to it where its family uses them (e.g. for a renamed file).
@@ -133,13 +143,15 @@ def load_model(
     """
     options = dict(options or {})
     device = torch.device(device)
+    resolved = resolve_precision(precision, device)
     registry = load_registry()
     if weights is not None:
         spec = registry.get(name) if name is not None else None
-        return _load_local(weights, spec, registry, options, device, offline_policy(offline))
+        return _load_local(weights, spec, registry, options, device, offline_policy(offline),
+                           resolved)
     spec = registry.get(name)
     refuse_foreign_options(options, [family_named(spec.family)], spec.name)
-    return _load_named(spec, options, device, offline_policy(offline), progress)
+    return _load_named(spec, options, device, offline_policy(offline), progress, resolved)
 
 
 def load(
@@ -152,23 +164,29 @@ def load(
     device: torch.device | str | None = "cpu",
     progress: ProgressCallback | None = None,
     options: Mapping[str, Any] | None = None,
+    precision: str | None = "fp32",
 ) -> Ensemble:
     """Load what ``model`` names (a name, a preset, several names, or a ``Recipe``; None:
     the default) or the local checkpoint ``weights``, on ``device`` ("auto" picks one), as
     the ``Ensemble`` the pipeline runs. Each model gets the family options its own family
-    reads; an option none of them reads is a UsageError, before anything is fetched."""
+    reads; an option none of them reads is a UsageError, before anything is fetched.
+    ``precision``: what the networks compute in (``stemsplit.precision``), checked against
+    the device before anything is fetched."""
     options = dict(options or {})
     registry = load_registry()
     recipe = resolve(model, weights=weights, algorithm=ensemble,
                      ensemble_weights=ensemble_weights, registry=registry)
     device = resolve_device(device)
+    resolved = resolve_precision(precision, device)
     policy = offline_policy(offline)
     if recipe.local_weights is not None:
         spec = registry.get(recipe.models[0]) if recipe.models else None
-        member = _load_local(recipe.local_weights, spec, registry, options, device, policy)
+        member = _load_local(recipe.local_weights, spec, registry, options, device, policy,
+                             resolved)
         return Ensemble(recipe, [member])
     specs = [registry.get(name) for name in recipe.models]
     families = [family_named(spec.family) for spec in specs]
     refuse_foreign_options(options, families, recipe.name)
-    members = [_load_named(spec, options, device, policy, progress) for spec in specs]
+    members = [_load_named(spec, options, device, policy, progress, resolved)
+               for spec in specs]
     return Ensemble(recipe, members)

@@ -16,6 +16,7 @@ local checkpoint with ``weights=``. ``stemsplit.separate(...)`` is a one-call wr
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping, Sequence, Union
 
@@ -31,6 +32,7 @@ from .families.base import ChunkingRequest, LoadedModel
 from .loading import load
 from .pipeline import Observer, as_audio_array, separate_array, separate_file
 from .plan import OutputOptions, TrackResult
+from .precision import check_precision, resolve_precision
 from .resolve import ModelChoice, Recipe
 from .stem_plan import StemSelection
 
@@ -55,7 +57,9 @@ class _Relay(Observer):
 class Separator:
     """Models loaded once, and the settings every separation uses.
 
-    ``device`` is "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:1", ... ``shifts``,
+    ``device`` is "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:1", ...
+    ``precision`` is the command line's ``--precision`` (fp32, the default; bf16; fp16 on a
+    GPU; auto: fp32 for now), with a ``RuntimeWarning`` where bf16 is emulated. ``shifts``,
     ``seed``, ``overlap``, ``segment_seconds`` and ``batch_size`` are the command line's
     ``--shifts``, ``--seed``, ``--overlap``, ``--segment`` and ``--batch-size``; ``ensemble``
     and ``ensemble_weights`` its ``--ensemble`` and ``--ensemble-weights``; the keywords in
@@ -78,6 +82,7 @@ class Separator:
         *,
         weights: str | Path | None = None,
         device: str | torch.device | None = "auto",
+        precision: str | None = "fp32",
         shifts: int = 0,
         seed: int = 0,
         overlap: float | None = None,
@@ -104,15 +109,20 @@ class Separator:
         self._lock = threading.Lock()
         self._owns_models = not isinstance(model, (Ensemble, LoadedModel))
         if self._owns_models:
+            check_precision(precision)
             self._model: Ensemble | None = load(
                 model, weights=weights, ensemble=ensemble, ensemble_weights=ensemble_weights,
                 offline=offline, device=device, progress=download_progress,
-                options=family_options)
+                options=family_options, precision=precision)
+            note = resolve_precision(precision, self._model.device).warning
+            if note is not None:
+                warnings.warn(note, RuntimeWarning, stacklevel=2)
         else:
             if weights is not None or ensemble is not None or ensemble_weights is not None \
-                    or family_options:
-                raise UsageError("a model loaded already takes no weights, ensemble or "
-                                 "family options")
+                    or family_options or check_precision(precision) not in ("auto", "fp32"):
+                raise UsageError("a model loaded already takes no weights, ensemble, "
+                                 "precision or family options",
+                                 hint="give them to load_model")
             self._model = as_ensemble(model)  # type: ignore[arg-type]
         try:
             self._model.engine_networks(self.chunking)  # a bad --segment/--overlap, now
@@ -310,6 +320,7 @@ def separate(
     sample_rate: int | None = None,
     model: ModelChoice | Recipe | Ensemble | LoadedModel = None,
     device: str | torch.device | None = "auto",
+    precision: str | None = "fp32",
     shifts: int = 0,
     seed: int = 0,
     overlap: float | None = None,
@@ -330,7 +341,8 @@ def separate(
         raise UsageError(f"{', '.join(output_options)}: only with out_dir")
     if out_dir is not None and not isinstance(source, (str, Path)):
         raise UsageError("out_dir applies to file inputs; write the returned arrays yourself")
-    with Separator(model, device=device, shifts=shifts, seed=seed, overlap=overlap,
+    with Separator(model, device=device, precision=precision, shifts=shifts, seed=seed,
+                   overlap=overlap,
                    segment_seconds=segment_seconds, batch_size=batch_size) as separator:
         if out_dir is None:
             return separator.separate(source, sample_rate, two_stems=two_stems,

@@ -87,3 +87,9 @@ def connect_timeout(default: float) -> float:
     if not 0 < seconds < float("inf"):
         raise ValueError(text)
     return seconds
+
+
+def allow_tf32() -> bool:
+    """``STEMSPLIT_ALLOW_TF32`` is true: CUDA's fp32 may use TF32 tensor cores (fp32 is
+    true fp32 otherwise)."""
+    return is_true("STEMSPLIT_ALLOW_TF32")

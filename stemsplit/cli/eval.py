@@ -23,7 +23,7 @@ from ..errors import OutputError, UsageError
 from .. import settings
 from .separate import ENSEMBLE_OPTION, ENSEMBLE_WEIGHTS_OPTION, EnsembleAlgorithm, model_names
 from .terminal import (ProgressDisplay, complete_model, install_log_handler, prepare_process,
-                       run_command, stderr)
+                       run_command, stderr, warnings_as_lines)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..evaluation import EvaluationReport, TrackScore
@@ -229,7 +229,7 @@ def _evaluate(
     name: Optional[List[str]], ensemble: Optional[str], ensemble_weights: Optional[str],
     weights: Optional[Path], out: Optional[Path], force: bool,
     metrics: str, tracks: Optional[List[str]], two_stems: Optional[str], device: Optional[str],
-    jobs: int, segment: Optional[float], overlap: Optional[float], shifts: int, seed: int,
+    precision: Optional[str], jobs: int, segment: Optional[float], overlap: Optional[float], shifts: int, seed: int,
     batch_size: int, offline: bool, as_json: bool, csv_path: Optional[str], quiet: bool,
     mixture_as: Optional[List[str]] = None,
 ) -> int:
@@ -248,12 +248,16 @@ def _evaluate(
                                           ("--segment", segment), ("--overlap", overlap),
                                           ("--shifts", shifts or None), ("--force", force or None),
                                           ("--ensemble", ensemble),
-                                          ("--ensemble-weights", ensemble_weights))
+                                          ("--ensemble-weights", ensemble_weights),
+                                          ("--precision", None if precision in (None, "fp32")
+                                           else precision))
                  if value is not None]
         if given:
             raise UsageError(f"{', '.join(given)}: only with -n MODEL (separating the mixtures)")
     if as_json and csv_path == "-":
         raise UsageError("--json and --csv - both write to stdout; give --csv a file")
+    from ..precision import check_precision
+    precision = check_precision(precision, device or settings.device())
     if "bss_v4" in chosen_metrics:
         evaluation.require_museval()  # before any work: one line saying how to install it
 
@@ -263,7 +267,8 @@ def _evaluate(
             report = _evaluate_with_model(
                 reference_dir, chosen_metrics, progress, names=names, ensemble=ensemble,
                 ensemble_weights=ensemble_weights, weights=weights, out=out,
-                force=force, tracks=tracks, two_stems=two_stems, device=device, jobs=jobs,
+                force=force, tracks=tracks, two_stems=two_stems, device=device,
+                precision=precision, jobs=jobs,
                 segment=segment, overlap=overlap, shifts=shifts, seed=seed,
                 batch_size=batch_size, offline=offline, mixture_as=mixture_as)
         else:
@@ -291,8 +296,8 @@ def _evaluate_with_model(reference_dir: Path, metrics, progress: EvalProgress, *
                          names: List[str], ensemble: Optional[str],
                          ensemble_weights: Optional[str], weights: Optional[Path],
                          out: Optional[Path], force: bool, tracks: Optional[List[str]],
-                         two_stems: Optional[str], device: Optional[str], jobs: int,
-                         segment: Optional[float], overlap: Optional[float], shifts: int,
+                         two_stems: Optional[str], device: Optional[str],
+                         precision: Optional[str], jobs: int, segment: Optional[float], overlap: Optional[float], shifts: int,
                          seed: int, batch_size: int, offline: bool,
                          mixture_as: Optional[List[str]] = None) -> "EvaluationReport":
     """Separate each mixture with the model, preset or ensemble ``names`` ask for (or
@@ -313,10 +318,13 @@ def _evaluate_with_model(reference_dir: Path, metrics, progress: EvalProgress, *
     prepare_process(jobs)
     from ..separator import Separator
 
-    with Separator(recipe, device=device or settings.device(), shifts=shifts, seed=seed,
-                   overlap=overlap, segment_seconds=segment, batch_size=batch_size,
-                   offline=True if offline else None,
-                   download_progress=progress.download_progress) as separator:
+    with warnings_as_lines():
+        separator = Separator(recipe, device=device or settings.device(), precision=precision,
+                              shifts=shifts, seed=seed, overlap=overlap,
+                              segment_seconds=segment, batch_size=batch_size,
+                              offline=True if offline else None,
+                              download_progress=progress.download_progress)
+    with separator:
         return evaluation.evaluate_with_model(
             reference_dir, separator.model, metrics, settings=separator.settings,
             chunking=separator.chunking, selection=selection, out_dir=out, force=force,
@@ -341,6 +349,7 @@ def eval_command(
     force: bool = typer.Option(False, "--force", "-f", help="With -o: separate again tracks whose stems exist there (otherwise they are scored as found)."),
     two_stems: Optional[str] = typer.Option(None, "--two-stems", metavar="STEM", help="With -n: only STEM and its complement (accompaniment for vocals, else no_STEM)."),
     device: Optional[str] = typer.Option(None, "-d", "--device", metavar="DEVICE", help="With -n: auto, cpu, cuda or mps (default: $STEMSPLIT_DEVICE, else auto).", show_default=False),
+    precision: str = typer.Option("fp32", "--precision", metavar="P", help="With -n: what the networks compute in: fp32 (the reference's stems), bf16, fp16 (GPUs only), auto (fp32 for now); see `stemsplit separate --help`."),
     jobs: int = typer.Option(0, "-j", "--jobs", metavar="N", help="With -n: CPU threads for the networks (0 = all cores)."),
     segment: Optional[float] = typer.Option(None, "--segment", metavar="SECONDS", help="With -n: chunk length in seconds (default: the model's)."),
     overlap: Optional[float] = typer.Option(None, "--overlap", metavar="X", help="With -n: how much chunks overlap, as for `stemsplit separate` (default: the model's)."),

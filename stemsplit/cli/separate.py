@@ -26,7 +26,8 @@ from ..plan import BATCH_FILENAME
 from .cluster import ClusterRequest, cluster_request, separate_on_cluster
 from .reporting import (TerminalObserver, emit_results, print_paths, print_result_line,
                         print_summary, report_finished)
-from .terminal import complete_model, prepare_process, run_command, stderr
+from .terminal import (complete_model, prepare_process, run_command, stderr,
+                       warnings_as_lines)
 
 
 class ClipMode(str, Enum):
@@ -69,7 +70,7 @@ SeparateInputs = typer.Argument(..., metavar="FILE", help="Audio or video files 
 def _separate_inputs(
     inputs: list, *, model: Optional[List[str]], name: Optional[List[str]],
     stems: Optional[int], weights: Optional[Path], out: Path, filename: str, device: str,
-    shifts: int, seed: int, overlap: Optional[float], segment: Optional[float],
+    precision: Optional[str], shifts: int, seed: int, overlap: Optional[float], segment: Optional[float],
     two_stems: Optional[str], other_method: OtherMethod, stem: Optional[List[str]],
     int24: bool, float32: bool, clip_mode: ClipMode, flac: bool, mp3: bool, mp3_bitrate: int,
     sample_rate: Optional[int], jobs: int, parallel: int, batch_size: int, force: bool,
@@ -133,6 +134,8 @@ def _separate_inputs(
     if member_sources is not None:
         selection.plan(member_sources, recipe.models)
     device = device or settings.device()
+    from ..precision import check_precision
+    precision = check_precision(precision, device)
     from ..plan import BatchItem, failed_result, track_outcomes
     items = [item if isinstance(item, BatchItem) else BatchItem(Path(item)) for item in inputs]
     outcomes = None if member_sources is None else track_outcomes(
@@ -149,7 +152,8 @@ def _separate_inputs(
     if cluster is not None:
         from ..cluster.worker import WorkerSpec
         spec = WorkerSpec(
-            model=recipe, options=options, selection=selection, device=device, shifts=shifts,
+            model=recipe, options=options, selection=selection, device=device,
+            precision=precision, shifts=shifts,
             seed=seed, overlap=overlap, segment_seconds=segment, batch_size=batch_size,
             offline=True if offline else None, family_options=dict(family_options or {}))
         return separate_on_cluster(cluster, items, outcomes, spec, member_sources,
@@ -183,11 +187,13 @@ def _separate_inputs(
         observer.expect_audio({str(path): getattr(info, "duration_seconds", None)
                                for path, info in probed.items()})
         try:
-            separator = Separator(recipe, device=device, shifts=shifts, seed=seed,
-                                  overlap=overlap, segment_seconds=segment,
-                                  batch_size=batch_size, offline=True if offline else None,
-                                  download_progress=observer.download_progress,
-                                  **(family_options or {}))
+            with warnings_as_lines():
+                separator = Separator(recipe, device=device, precision=precision,
+                                      shifts=shifts, seed=seed, overlap=overlap,
+                                      segment_seconds=segment, batch_size=batch_size,
+                                      offline=True if offline else None,
+                                      download_progress=observer.download_progress,
+                                      **(family_options or {}))
         except WeightsUnavailableError as error:
             if names or weights is not None:
                 raise
@@ -246,6 +252,7 @@ ENSEMBLE_WEIGHTS_OPTION = typer.Option(None, "--ensemble-weights", metavar="W1,W
 STEMS_OPTION = typer.Option(None, "--stems", metavar="N", help=f"The number of stems: {_STEMS_HELP}.")
 WEIGHTS_OPTION = typer.Option(None, "--weights", metavar="PATH", help=f"Run a local checkpoint: {_WEIGHTS_HELP}.")
 DEVICE_OPTION = typer.Option(None, "-d", "--device", metavar="DEVICE", help="auto, cpu, cuda or mps (default: $STEMSPLIT_DEVICE, else auto).", show_default=False)
+PRECISION_OPTION = typer.Option("fp32", "--precision", metavar="P", help="What the networks compute in: fp32 (the reference's stems), bf16 (fast on CPUs with AMX or AVX512-BF16 and on GPUs; emulated, slower, elsewhere), fp16 (GPUs only), auto (fp32 for now).")
 SHIFTS_OPTION = typer.Option(0, "--shifts", metavar="N", help="Random time shifts averaged (seeded; 0 = the reference's exact stems).")
 SEED_OPTION = typer.Option(0, "--seed", metavar="N", help="Seed for the shifts.")
 OVERLAP_OPTION = typer.Option(None, "--overlap", metavar="X", help="How much chunks overlap: a fraction below 1 (the share of a chunk its neighbour covers, e.g. 0.25), or a whole number N >= 2 (every sample is in N chunks: a chunk every 1/N of a chunk). Default: the model's (0.25; for a model with a config, its num_overlap).")
@@ -323,6 +330,7 @@ def separate_command(
     out: Path = typer.Option(Path("separated"), "-o", "--out", metavar="DIR", help="Output folder; a subfolder per model is created."),
     filename: str = typer.Option("{track}/{stem}.{ext}", "--filename", metavar="TEMPLATE", help="Output name template: {track} {trackext} {stem} {ext} {model}."),
     device: Optional[str] = DEVICE_OPTION,
+    precision: str = PRECISION_OPTION,
     shifts: int = SHIFTS_OPTION,
     seed: int = SEED_OPTION,
     overlap: Optional[float] = OVERLAP_OPTION,
@@ -371,6 +379,7 @@ def batch_command(
     weights: Optional[Path] = WEIGHTS_OPTION,
     out: Path = typer.Option(Path("separated"), "-o", "--out", metavar="DIR", help="Output folder; a subfolder per model, then the input tree."),
     device: Optional[str] = DEVICE_OPTION,
+    precision: str = PRECISION_OPTION,
     shifts: int = SHIFTS_OPTION,
     seed: int = SEED_OPTION,
     overlap: Optional[float] = OVERLAP_OPTION,

@@ -11,7 +11,9 @@ import logging
 import os
 import signal
 import sys
-from typing import Callable
+import warnings
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import typer
 from rich.console import Console
@@ -129,6 +131,24 @@ def run_command(callback: Callable[[], int]) -> None:
     finally:
         stopping.finish(previous)
     raise typer.Exit(code or 0)
+
+
+@contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """The RuntimeWarnings the library issues in the block (``Separator``'s note on an
+    emulated bf16, say), each printed as one ``warning:`` line on stderr, as the
+    command line's own warnings are."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, RuntimeWarning):
+                    stderr.print(f"warning: {warning.message}", markup=False)
+                else:
+                    warnings.warn_explicit(warning.message, warning.category,
+                                           warning.filename, warning.lineno)
 
 
 class _StderrHandler(logging.Handler):

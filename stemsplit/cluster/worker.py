@@ -34,6 +34,7 @@ class WorkerSpec:
     mirrored, ``{relpath}/{track}/{stem}.{ext}``)."""
     selection: StemSelection = field(default_factory=StemSelection)
     device: str = "auto"
+    precision: str = "fp32"
     shifts: int = 0
     seed: int = 0
     overlap: float | None = None
@@ -72,7 +73,8 @@ class SeparationWorker:
 
         try:
             self.separator = Separator(
-                spec.model, weights=spec.weights, device=spec.device, shifts=spec.shifts,
+                spec.model, weights=spec.weights, device=spec.device,
+                precision=spec.precision, shifts=spec.shifts,
                 seed=spec.seed, overlap=spec.overlap, segment_seconds=spec.segment_seconds,
                 batch_size=spec.batch_size, ensemble=spec.ensemble,
                 ensemble_weights=spec.ensemble_weights, offline=spec.offline,

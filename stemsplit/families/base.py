@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ..engine import Network
+    from ..precision import Precision
     from ..specs import ModelFile, ModelSpec
 
 DownloadProgress = Callable[[str, int, "int | None"], None]
@@ -111,6 +112,11 @@ class LoadedModel:
     """The last of ``sources`` when no network gives it: the mixture minus the sum of the
     other stems, worked out from the raw mixture after the engine (exact, whatever the
     networks' normalisation)."""
+    precision: str = "fp32"
+    """What the networks compute in (``stemsplit.precision``): fp32, bf16 or fp16."""
+    autocast_dtype: "torch.dtype | None" = None
+    """Set where the family has no designed reduced-precision path: each network runs
+    under ``torch.autocast`` with this dtype, its output made float32 again."""
 
     @property
     def network_sources(self) -> tuple[str, ...]:
@@ -130,7 +136,27 @@ class LoadedModel:
         """The engine's view of each network; a bare number is ``--segment`` seconds."""
         if request is None or isinstance(request, (int, float)):
             request = ChunkingRequest(segment_seconds=request)
-        return self.family.networks(self, request)
+        networks = self.family.networks(self, request)
+        if self.autocast_dtype is None:
+            return networks
+        from dataclasses import replace
+
+        return [replace(network, forward=_autocast(network.forward, self.device.type,
+                                                   self.autocast_dtype))
+                for network in networks]
+
+
+def _autocast(forward: Callable, device_type: str, dtype: "torch.dtype") -> Callable:
+    """``forward`` under ``torch.autocast(device_type, dtype)``, its stems back in float32
+    (the engine's overlap-add accumulates in float32)."""
+    import torch
+
+    def run(mixture: "torch.Tensor") -> "torch.Tensor":
+        with torch.autocast(device_type, dtype=dtype):
+            stems = forward(mixture)
+        return stems.float()
+
+    return run
 
 
 def _cpu() -> "torch.device":
@@ -156,6 +182,21 @@ class Family(ABC):
     """Words (regular expressions, matched in any letter case) that name this family's
     formats, settings and ideas: no module outside the family's own may use them
     (tests/test_design.py). Its name and its options' flags count too."""
+
+    # -- precision -----------------------------------------------------------------------
+    def set_precision(self, model: LoadedModel, precision: "Precision") -> None:
+        """Make ``model``'s networks compute at ``precision`` (reduced: bf16 or fp16),
+        once, after loading. The default is autocast around each network (its STFT and
+        other ops autocast leaves alone stay in float32); a family with a designed path
+        (weights converted once, activations in 16 bits, norms, masks and transforms in
+        float32) overrides it. A UsageError where the family cannot run ``precision``."""
+        if not precision.reduced:
+            return
+        if model.runs_outside_torch:
+            raise UsageError(f"--precision {precision.name}: {model.name} runs outside "
+                             "torch, at float32 only")
+        model.autocast_dtype = precision.dtype
+        model.precision = precision.name
 
     # -- weights.toml --------------------------------------------------------------------
     @abstractmethod

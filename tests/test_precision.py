@@ -1,0 +1,187 @@
+"""``--precision``: fp32 stays the reference; bf16 runs a designed path (Spleeter) or
+autocast (the default of the other families); fp16 is refused on a CPU; the quality of bf16
+is judged by SDR on Deezer's real Spleeter weights, on songs with true stems."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stemsplit import precision as precision_module
+from stemsplit.errors import UsageError
+from stemsplit.evaluation import sdr
+from stemsplit.families.base import LoadedModel
+from stemsplit.families.spleeter.adapter import FAMILY as SPLEETER
+from stemsplit.models.spleeter import SpleeterNet
+from stemsplit.precision import Precision, check_precision, cpu_has_bf16, resolve_precision
+from stemsplit.separator import Separator
+from tests.spleeter_models import INSTRUMENTS, real_2stems_folder, require_oracle, test_signal
+from tests.songs import mixture, song
+
+CPU = torch.device("cpu")
+
+
+def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
+    reference, estimate = np.asarray(reference, np.float64), np.asarray(estimate, np.float64)
+    return float(10 * np.log10(np.sum(reference ** 2) / np.sum((reference - estimate) ** 2)))
+
+
+# -- choosing a precision -----------------------------------------------------------------
+def test_names_and_devices():
+    assert check_precision(None) == "auto" and check_precision("BF16") == "bf16"
+    with pytest.raises(UsageError, match="--precision fp8: unknown"):
+        check_precision("fp8")
+    with pytest.raises(UsageError, match="fp16 needs a GPU"):
+        check_precision("fp16", "cpu")
+    assert check_precision("fp16", "auto") == "fp16"  # auto may find a GPU: decided at load
+    with pytest.raises(UsageError, match="fp16 needs a GPU"):
+        resolve_precision("fp16", CPU)
+    assert resolve_precision("auto", CPU) == Precision("fp32")
+    assert not resolve_precision("fp32", CPU).reduced
+    assert resolve_precision("bf16", CPU).dtype == torch.bfloat16
+
+
+def test_bf16_on_a_cpu_without_it_warns(tmp_path, monkeypatch):
+    with_bf16 = tmp_path / "with"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    without = tmp_path / "without"
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert cpu_has_bf16(with_bf16) and not cpu_has_bf16(without)
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: False)
+    emulated = resolve_precision("bf16", CPU)
+    assert emulated.name == "bf16" and "emulated" in emulated.warning
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: True)
+    assert resolve_precision("bf16", CPU).warning is None
+
+
+def test_a_family_outside_torch_refuses_reduced_precision():
+    model = LoadedModel(name="onnx_model", sources=("vocals",), sample_rate=44100,
+                        audio_channels=2, networks=[object()], bag_weights=[[1.0]], origin="",
+                        family=SPLEETER, runs_outside_torch=True)
+    base_hook = type(SPLEETER).__mro__[1].set_precision  # the default, not Spleeter's own
+    with pytest.raises(UsageError, match="runs outside torch"):
+        base_hook(SPLEETER, model, Precision("bf16"))
+    base_hook(SPLEETER, model, Precision("fp32"))  # fp32: nothing to do
+    assert model.precision == "fp32" and model.autocast_dtype is None
+
+
+def test_the_command_line_refuses_fp16_on_a_cpu_at_once(run_cli, tmp_path):
+    (tmp_path / "song.wav").write_bytes(b"")  # never read: refused before
+    result = run_cli("song.wav", "-d", "cpu", "--precision", "fp16")
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert lines[0] == "error: --precision fp16 needs a GPU: CPUs have no fast float16 " \
+                       "arithmetic", lines
+    unknown = run_cli("batch", ".", "--precision", "half")
+    assert unknown.returncode == 2 and "--precision half: unknown" in unknown.stderr.decode()
+
+
+# -- the default path: autocast around the network ----------------------------------------
+def test_autocast_path_on_htdemucs(tiny_hf_home, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tiny_hf_home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: True)
+    mix = test_signal(3.0).T.copy()
+    with Separator("htdemucs", device="cpu") as reference:
+        expected = reference.separate(mix, 44100)
+    with Separator("htdemucs", device="cpu", precision="bf16") as reduced:
+        member = reduced.model.members[0]
+        assert (member.precision, member.autocast_dtype) == ("bf16", torch.bfloat16)
+        stems = reduced.separate(mix, 44100)
+    for stem, values in stems.items():
+        assert values.dtype == np.float32 and values.shape == expected[stem].shape
+        assert 15 < snr_db(expected[stem], values) < 80, stem  # close, and not fp32 itself
+
+
+def test_the_separator_warns_where_bf16_is_emulated(tiny_hf_home, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tiny_hf_home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="emulated"):
+        Separator("htdemucs", device="cpu", precision="bf16").close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Separator("htdemucs", device="cpu").close()
+
+
+# -- Spleeter's designed path -------------------------------------------------------------
+def test_spleeter_bf16_path_converts_once_and_keeps_the_transforms_in_fp32():
+    torch.manual_seed(0)
+    net = SpleeterNet(INSTRUMENTS["2stems"])
+    for name, buffer in net.named_buffers():  # batch norms with sane random statistics
+        if name.endswith(("moving_variance", "gamma")):
+            buffer.uniform_(0.5, 1.5)
+        elif name.endswith(("moving_mean", "beta")):
+            buffer.uniform_(-0.1, 0.1)
+    block = torch.from_numpy(test_signal(12.0).T.copy())[None, :, : 511 * 1024 + 4096]
+    with torch.inference_mode():
+        expected = net(block)
+        net.set_compute_dtype(torch.bfloat16)
+        reduced = net(block)
+    unet = net.unets[0]
+    assert unet.encoders[0].weight.dtype == torch.bfloat16
+    assert unet.encoders[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert unet.final.bias.dtype == torch.bfloat16
+    assert unet.encoder_norms[0].moving_variance.dtype == torch.float32
+    assert net.window.dtype == torch.float32 and reduced.dtype == torch.float32
+    for stem in range(2):
+        assert 20 < snr_db(expected[0, stem].numpy(), reduced[0, stem].numpy()) < 80
+
+
+def test_real_spleeter_bf16_keeps_the_vocals_sdr(record_property):
+    """Deezer's 2stems on four synthesised songs with true stems: each song's vocals and
+    accompaniment global SDR at bf16 within 0.05 dB of fp32."""
+    require_oracle()
+    folder = real_2stems_folder()
+    results = {}
+    with Separator(weights=folder, device="cpu") as fp32, \
+            Separator(weights=folder, device="cpu", precision="bf16") as bf16:
+        for seed in range(4):
+            stems = song(seed, seconds=20.0)
+            mix = mixture(stems)
+            truth = {"vocals": stems["vocals"],
+                     "accompaniment": mix - stems["vocals"]}
+            for label, separator in (("fp32", fp32), ("bf16", bf16)):
+                estimates = separator.separate(mix, 44100)
+                for stem, reference in truth.items():
+                    results[(seed, stem, label)] = sdr(reference, estimates[stem])
+    for seed in range(4):
+        for stem in ("vocals", "accompaniment"):
+            at_fp32, at_bf16 = results[(seed, stem, "fp32")], results[(seed, stem, "bf16")]
+            record_property(f"song{seed}_{stem}_sdr_db", f"{at_fp32:.3f} -> {at_bf16:.3f}")
+            assert at_fp32 > 3.0, (seed, stem, at_fp32)  # the model separates these songs
+            assert abs(at_bf16 - at_fp32) < 0.05, (seed, stem, at_fp32, at_bf16)
+
+
+def test_cli_bf16_on_spleeter(run_cli, tmp_path):
+    require_oracle()
+    import soundfile
+
+    soundfile.write(tmp_path / "song.wav", mixture(song(7, seconds=6.0)).T, 44100,
+                    subtype="FLOAT")
+    outputs = {}
+    for label in ("fp32", "bf16"):
+        result = run_cli("song.wav", "--weights", str(real_2stems_folder()), "-d", "cpu",
+                         "--precision", label, "-o", label, "--float32")
+        assert result.returncode == 0, result.stderr.decode()
+        expect_warning = label == "bf16" and not cpu_has_bf16()
+        assert ("emulated" in result.stderr.decode()) == expect_warning
+        outputs[label] = {path.stem: soundfile.read(path)[0]
+                          for path in Path(tmp_path, label).rglob("*.wav")}
+    assert set(outputs["bf16"]) == {"vocals", "accompaniment"}
+    for stem, values in outputs["bf16"].items():
+        assert 20 < snr_db(outputs["fp32"][stem], values) < 100, stem
+
+
+def test_eval_takes_precision_only_when_it_separates(run_cli, tmp_path):
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "estimates").mkdir()
+    result = run_cli("eval", "reference", "estimates", "--precision", "bf16")
+    assert result.returncode == 2
+    assert "--precision: only with -n MODEL" in result.stderr.decode()
+    refused = run_cli("eval", "reference", "-n", "htdemucs", "-d", "cpu", "--precision", "fp16")
+    assert refused.returncode == 2 and "fp16 needs a GPU" in refused.stderr.decode()
