@@ -6,7 +6,7 @@
    of vocals and accompaniment at fp32 and at bf16, per song.
 2. Speed and closeness, in this process, fp32 and bf16 alternating ``--repeats`` times on
    ``--threads`` threads: Spleeter 2stems (real weights; its designed bf16 path) and the
-   full-size htdemucs with random weights (autocast) on a ``--seconds`` song; the wall
+   full-size htdemucs with random weights (its designed path) on a ``--seconds`` song; the wall
    time of ``Separator.separate`` on the array, and the SNR of the bf16 stems against fp32.
 
     python benchmarks/bench_precision.py [--songs 4] [--seconds 30] [--repeats 3]
@@ -83,7 +83,7 @@ def main() -> None:
             os.environ.update(HF_HOME=directory, HF_HUB_OFFLINE="1")
             separators = {label: Separator("htdemucs", device="cpu", precision=label)
                           for label in ("fp32", "bf16")}
-            compare("htdemucs (full size, random weights, autocast)", separators, mix,
+            compare("htdemucs (full size, random weights, designed path)", separators, mix,
                     options.repeats)
 
 

@@ -20,6 +20,7 @@ from stemsplit.models.spleeter import SpleeterNet
 from stemsplit.precision import Precision, check_precision, cpu_has_bf16, resolve_precision
 from stemsplit.separator import Separator
 from tests.spleeter_models import INSTRUMENTS, real_2stems_folder, require_oracle, test_signal
+from tests.checkpoints import HDEMUCS, SMALL_HDEMUCS_KWARGS, write_hf_bag
 from tests.songs import mixture, song
 
 CPU = torch.device("cpu")
@@ -80,21 +81,53 @@ def test_the_command_line_refuses_fp16_on_a_cpu_at_once(run_cli, tmp_path):
     assert unknown.returncode == 2 and "--precision half: unknown" in unknown.stderr.decode()
 
 
-# -- the default path: autocast around the network ----------------------------------------
-def test_autocast_path_on_htdemucs(tiny_hf_home, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tiny_hf_home))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: True)
-    mix = test_signal(3.0).T.copy()
-    with Separator("htdemucs", device="cpu") as reference:
+# -- htdemucs' designed path; autocast, the default, on hdemucs ------------------------
+@pytest.fixture(scope="module")
+def hdemucs_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("hf-hdemucs")
+    write_hf_bag(home, "hdemucs_mmi", "adefossez/Demucs-hdemucs_mmi",
+                 [(HDEMUCS, [], SMALL_HDEMUCS_KWARGS, 2, "75fc33f5")])
+    return home
+
+
+def _bf16_against_fp32(name: str, mix: np.ndarray) -> tuple[object, object, dict, dict]:
+    """(the bf16 model, its network, the fp32 stems, the bf16 stems)."""
+    with Separator(name, device="cpu") as reference:
         expected = reference.separate(mix, 44100)
-    with Separator("htdemucs", device="cpu", precision="bf16") as reduced:
-        member = reduced.model.members[0]
-        assert (member.precision, member.autocast_dtype) == ("bf16", torch.bfloat16)
-        stems = reduced.separate(mix, 44100)
+    with Separator(name, device="cpu", precision="bf16") as separator:
+        member = separator.model.members[0]
+        network = member.networks[0]
+        stems = separator.separate(mix, 44100)
+    return member, network, expected, stems
+
+
+def _close_not_equal(expected: dict, stems: dict) -> None:
     for stem, values in stems.items():
         assert values.dtype == np.float32 and values.shape == expected[stem].shape
         assert 15 < snr_db(expected[stem], values) < 80, stem  # close, and not fp32 itself
+
+
+def test_htdemucs_designed_path(tiny_hf_home, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tiny_hf_home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: True)
+    member, network, expected, stems = _bf16_against_fp32("htdemucs",
+                                                          test_signal(3.0).T.copy())
+    assert (member.precision, member.autocast_dtype) == ("bf16", None)
+    assert network.compute_dtype == torch.bfloat16
+    assert {parameter.dtype for parameter in network.parameters()} == {torch.bfloat16}
+    _close_not_equal(expected, stems)
+
+
+def test_autocast_path_on_hdemucs(hdemucs_home, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(hdemucs_home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: True)
+    member, network, expected, stems = _bf16_against_fp32("hdemucs_mmi",
+                                                          test_signal(3.0).T.copy())
+    assert (member.precision, member.autocast_dtype) == ("bf16", torch.bfloat16)
+    assert {parameter.dtype for parameter in network.parameters()} == {torch.float32}
+    _close_not_equal(expected, stems)
 
 
 def test_the_separator_warns_where_bf16_is_emulated(tiny_hf_home, monkeypatch):

@@ -145,6 +145,8 @@ class HTDemucs(nn.Module):
         self.samplerate = samplerate
         self.segment = segment
         self.use_train_segment = use_train_segment
+        self.compute_dtype = torch.float32
+        """What the two branches compute in (``set_compute_dtype``)."""
         self.cac = cac
         self.wiener_iters = wiener_iters
         self.wiener_residual = wiener_residual
@@ -278,6 +280,16 @@ class HTDemucs(nn.Module):
                 sparse_self_attn=t_sparse_self_attn,
                 sparse_cross_attn=t_sparse_cross_attn,
             )
+
+    def set_compute_dtype(self, dtype: torch.dtype) -> None:
+        """Run both branches (encoders, decoders, the cross transformer) in ``dtype``
+        (bfloat16 or float16), for ``--precision``: every weight converted once, here. The
+        STFT, the standardisation, its undoing, the masks and the inverse STFT stay in
+        float32: the standardised inputs go in as ``dtype`` and the branches' outputs come
+        back as float32. The norms and softmax take ``dtype`` and accumulate in float32
+        (PyTorch's CPU and CUDA kernels do so for 16-bit inputs). Load the weights first."""
+        self.to(dtype)
+        self.compute_dtype = dtype
 
     # ----------------------------------------------------------------------------------
     # Lengths
@@ -471,6 +483,7 @@ class HTDemucs(nn.Module):
         x = (x - mean) / (1e-5 + std)
         std_t, mean_t = torch.std_mean(mix, dim=(1, 2), keepdim=True)
         xt = (mix - mean_t) / (1e-5 + std_t)
+        x, xt = x.to(self.compute_dtype), xt.to(self.compute_dtype)
 
         skips: tp.List[torch.Tensor] = []  # spectrogram branch
         skips_t: tp.List[torch.Tensor] = []  # waveform branch
@@ -514,6 +527,7 @@ class HTDemucs(nn.Module):
                     xt, _ = tdecode(xt, skips_t.pop(), length_t)
 
         num_sources = len(self.sources)
+        x, xt = x.float(), xt.float()
         x = x.view(batch, num_sources, -1, freqs, frames)
         x = torch.addcmul(mean[:, None], x, std[:, None])  # undo the standardisation
         x = self._ispec(self._padded_source_spectrograms(z, x), padded_length, padded=True)

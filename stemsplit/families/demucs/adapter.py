@@ -207,6 +207,22 @@ class DemucsFamily(Family):
                              resolved.origin)
         return model.to(device)
 
+    # -- precision -----------------------------------------------------------------------
+    def set_precision(self, model: LoadedModel, precision) -> None:
+        """htdemucs' designed path (``HTDemucs.set_compute_dtype``: its branches in 16 bits,
+        weights converted once, the transforms in float32) when every member is an
+        htdemucs; autocast (the default) for bags with hdemucs or demucs members."""
+        from ...models.htdemucs import HTDemucs
+
+        if not precision.reduced:
+            return
+        if not all(isinstance(network, HTDemucs) for network in model.networks):
+            super().set_precision(model, precision)
+            return
+        for network in model.networks:
+            network.set_compute_dtype(precision.dtype)
+        model.precision = precision.name
+
     # -- chunking ------------------------------------------------------------------------
     def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:
         from ...engine import Chunking, Network, Normalisation, Window, overlap_stride
