@@ -107,26 +107,20 @@ def _close_not_equal(expected: dict, stems: dict) -> None:
         assert 15 < snr_db(expected[stem], values) < 80, stem  # close, and not fp32 itself
 
 
-def test_htdemucs_designed_path(tiny_hf_home, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tiny_hf_home))
+@pytest.mark.parametrize("name, designed", [("htdemucs", True), ("hdemucs_mmi", False)])
+def test_htdemucs_designed_path_and_autocast_on_hdemucs(name, designed, tiny_hf_home,
+                                                        hdemucs_home, monkeypatch):
+    """htdemucs: its weights in bf16, no autocast; an hdemucs bag: fp32 weights, autocast.
+    Both close to fp32, and not fp32 itself."""
+    home = tiny_hf_home if designed else hdemucs_home
+    monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: True)
-    member, network, expected, stems = _bf16_against_fp32("htdemucs",
-                                                          test_signal(3.0).T.copy())
-    assert (member.precision, member.autocast_dtype) == ("bf16", None)
-    assert network.compute_dtype == torch.bfloat16
-    assert {parameter.dtype for parameter in network.parameters()} == {torch.bfloat16}
-    _close_not_equal(expected, stems)
-
-
-def test_autocast_path_on_hdemucs(hdemucs_home, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(hdemucs_home))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: True)
-    member, network, expected, stems = _bf16_against_fp32("hdemucs_mmi",
-                                                          test_signal(3.0).T.copy())
-    assert (member.precision, member.autocast_dtype) == ("bf16", torch.bfloat16)
-    assert {parameter.dtype for parameter in network.parameters()} == {torch.float32}
+    member, network, expected, stems = _bf16_against_fp32(name, test_signal(3.0).T.copy())
+    assert member.precision == "bf16"
+    assert member.autocast_dtype == (None if designed else torch.bfloat16)
+    weights_dtype = torch.bfloat16 if designed else torch.float32
+    assert {parameter.dtype for parameter in network.parameters()} == {weights_dtype}
     _close_not_equal(expected, stems)
 
 
