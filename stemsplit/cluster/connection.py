@@ -4,8 +4,9 @@
 ``--ray auto`` joins the one ``ray start`` made on this machine; ``--ray HOST:PORT`` (or
 ``ray://HOST:PORT``) joins a remote head. What the user can get wrong is answered in one
 line: ray not installed, an address that does not answer (checked with a plain TCP connect
-first, within ``CONNECT_TIMEOUT_SECONDS``, or ``STEMSPLIT_CONNECT_TIMEOUT``, where Ray itself would retry for a minute), a
-head that refuses this client's token.
+first, within the downloads' connection timeout, ``cache.http.connect_timeout``: 4 s, or
+``STEMSPLIT_CONNECT_TIMEOUT``, where Ray itself would retry for a minute), a head that
+refuses this client's token.
 
 Token authentication (Ray 2.52+; on by default for clusters ``ray start`` makes since 2.59):
 a client sends its token only when ``RAY_AUTH_MODE=token`` is set. When it is not set and a
@@ -30,7 +31,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .. import settings
 from ..errors import ClusterError, UsageError
 
 RAY_EXTRA_HINT = "install the ray extra: pip install 'stemsplit[ray]' (from a checkout: " \
@@ -43,9 +43,6 @@ would take /dev/shm that the separations need."""
 
 FORWARDED_VARIABLE_PREFIXES = ("STEMSPLIT_", "HF_", "HUGGINGFACE_")
 """Environment variables the workers get from the driver: where the caches are, offline."""
-
-CONNECT_TIMEOUT_SECONDS = 4.0
-"""How long a head may take to accept a TCP connection (``STEMSPLIT_CONNECT_TIMEOUT``)."""
 
 TOKEN_VARIABLES = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 DEFAULT_TOKEN_PATH = Path("~/.ray/auth_token")
@@ -79,11 +76,10 @@ def _host_and_port(address: str) -> tuple[str, int]:
 
 
 def _check_reachable(address: str) -> None:
+    from ..cache.http import connect_timeout
+
     host, port = _host_and_port(address)
-    try:
-        timeout = settings.connect_timeout(CONNECT_TIMEOUT_SECONDS)
-    except ValueError as error:
-        raise UsageError(f"STEMSPLIT_CONNECT_TIMEOUT={error}: not a number of seconds") from None
+    timeout = connect_timeout()
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
@@ -110,18 +106,19 @@ def _forwarded_variables() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _native_stderr_kept_aside(debug: bool) -> Iterator[Path | None]:
-    """While Ray starts: what its native core writes to fd 2 goes to a file (read back for
-    the error message), unless ``debug``."""
+def _native_stderr_kept_aside(debug: bool) -> Iterator[None]:
+    """While Ray starts or stops: what its native core writes to fd 2 goes to a temporary
+    file, thrown away (Ray's Python errors, which the caller reports, are not on fd 2),
+    unless ``debug``."""
     if debug:
-        yield None
+        yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as aside:
         os.dup2(aside.fileno(), 2)
         try:
-            yield None
+            yield
         finally:
             os.dup2(saved, 2)
             os.close(saved)

@@ -186,17 +186,27 @@ class Family(ABC):
     # -- precision -----------------------------------------------------------------------
     def set_precision(self, model: LoadedModel, precision: "Precision") -> None:
         """Make ``model``'s networks compute at ``precision`` (reduced: bf16 or fp16),
-        once, after loading. The default is autocast around each network (its STFT and
-        other ops autocast leaves alone stay in float32); a family with a designed path
-        (weights converted once, activations in 16 bits, norms, masks and transforms in
-        float32) overrides it. A UsageError where the family cannot run ``precision``."""
+        once, after loading: each network's designed path (``set_compute_dtype``: weights
+        converted once, activations in 16 bits, norms, masks and transforms in float32)
+        where ``has_designed_path`` says so, else autocast around each network (its STFT
+        and the other ops autocast leaves alone stay in float32). A UsageError for
+        networks outside torch."""
         if not precision.reduced:
             return
         if model.runs_outside_torch:
             raise UsageError(f"--precision {precision.name}: {model.name} runs outside "
                              "torch, at float32 only")
-        model.autocast_dtype = precision.dtype
+        if self.has_designed_path(model):
+            for network in model.networks:
+                network.set_compute_dtype(precision.dtype)
+        else:
+            model.autocast_dtype = precision.dtype
         model.precision = precision.name
+
+    def has_designed_path(self, model: LoadedModel) -> bool:
+        """Whether every network of ``model`` has a designed reduced-precision path (a
+        ``set_compute_dtype(dtype)`` method); False: autocast."""
+        return False
 
     # -- weights.toml --------------------------------------------------------------------
     @abstractmethod

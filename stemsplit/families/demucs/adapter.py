@@ -208,20 +208,13 @@ class DemucsFamily(Family):
         return model.to(device)
 
     # -- precision -----------------------------------------------------------------------
-    def set_precision(self, model: LoadedModel, precision) -> None:
-        """htdemucs' designed path (``HTDemucs.set_compute_dtype``: its branches in 16 bits,
-        weights converted once, the transforms in float32) when every member is an
-        htdemucs; autocast (the default) for bags with hdemucs or demucs members."""
+    def has_designed_path(self, model: LoadedModel) -> bool:
+        """A bag of htdemucs members has one (``HTDemucs.set_compute_dtype``: its branches
+        in 16 bits, the transforms in float32); bags with hdemucs or demucs members use
+        autocast."""
         from ...models.htdemucs import HTDemucs
 
-        if not precision.reduced:
-            return
-        if not all(isinstance(network, HTDemucs) for network in model.networks):
-            super().set_precision(model, precision)
-            return
-        for network in model.networks:
-            network.set_compute_dtype(precision.dtype)
-        model.precision = precision.name
+        return all(isinstance(network, HTDemucs) for network in model.networks)
 
     # -- chunking ------------------------------------------------------------------------
     def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:

@@ -214,14 +214,10 @@ class SpleeterFamily(Family):
         return _load(folder, stems, config, spec, label, str(folder), device)
 
     # -- precision -----------------------------------------------------------------------
-    def set_precision(self, model: LoadedModel, precision) -> None:
-        """The designed path: the U-Nets in 16 bits (weights converted once), the STFT,
-        masks and inverse STFT in float32 (``SpleeterNet.set_compute_dtype``)."""
-        if not precision.reduced:
-            return
-        for network in model.networks:
-            network.set_compute_dtype(precision.dtype)
-        model.precision = precision.name
+    def has_designed_path(self, model: LoadedModel) -> bool:
+        """Every Spleeter network has one: the U-Nets in 16 bits (weights converted once),
+        the STFT, masks and inverse STFT in float32 (``SpleeterNet.set_compute_dtype``)."""
+        return True
 
     # -- chunking ------------------------------------------------------------------------
     def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:
