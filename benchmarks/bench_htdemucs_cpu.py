@@ -12,8 +12,13 @@ then the network time of one training segment (7.8 s) of both, in this process w
 weights, alternating (``--segment-repeats``; 0 skips it), so the whole-track ratio can be
 read against the networks' own.
 
+With ``--precision bf16`` a third command runs beside them, ``stemsplit ... --precision bf16``:
+its time is divided into demucs' (issue 22's figure: at least 2.5 on a CPU with AMX), its
+peak RSS set beside float32 stemsplit's, and its stems compared with those by SNR.
+
     python benchmarks/bench_htdemucs_cpu.py [--seconds 60] [--repeats 3] [--batch-size 1]
                                             [--segment-repeats 3] [--threads 2]
+                                            [--precision fp32|bf16]
 
 Numbers, not assertions: run it on a quiet machine.
 """
@@ -42,6 +47,12 @@ def max_difference(ours: Path, theirs: Path) -> float:
     return worst
 
 
+def stems_snr_db(reference: Path, estimate: Path, stem: str) -> float:
+    a, _ = soundfile.read(reference / f"{stem}.wav", dtype="float64")
+    b, _ = soundfile.read(estimate / f"{stem}.wav", dtype="float64")
+    return float(10 * np.log10(np.sum(a ** 2) / np.sum((a - b) ** 2)))
+
+
 def segment_times(size: str, repeats: int, threads: int) -> None:
     """demucs' and stemsplit's htdemucs network on one training segment, in this process,
     with the weights the command-line runs load: difference, then times in turn."""
@@ -65,6 +76,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--size", choices=["full", "tiny"], default="full")
     parser.add_argument("--segment-repeats", type=int, default=3)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: also run stemsplit --precision bf16")
     parser.add_argument("--threads", type=int, default=2,
                         help="threads of the in-process segment timing (the CLIs use them all)")
     options = parser.parse_args()
@@ -80,6 +93,10 @@ def main() -> None:
             "stemsplit": stemsplit_command(track, work / "stemsplit", "--float32",
                                            "--batch-size", str(options.batch_size)),
         }
+        if options.precision != "fp32":
+            commands[options.precision] = stemsplit_command(
+                track, work / options.precision, "--float32", "--batch-size",
+                str(options.batch_size), "--precision", options.precision)
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
         print(f"{options.seconds:g} s stereo track, {options.size}-size random-weight htdemucs, "
               f"CPU, {os.cpu_count()} cores")
@@ -100,6 +117,16 @@ def main() -> None:
         difference = max_difference(work / "stemsplit" / "htdemucs" / "track",
                                     work / "demucs" / "htdemucs" / "track")
         print(f"max |difference| between the float32 stems: {difference:.2e}")
+        if options.precision != "fp32":
+            reduced = options.precision
+            print(f"speed ratio (demucs time / stemsplit --precision {reduced} time): "
+                  f"{medians['demucs'][0] / medians[reduced][0]:.2f}; "
+                  f"stemsplit fp32 / {reduced}: "
+                  f"{medians['stemsplit'][0] / medians[reduced][0]:.2f}; peak RSS "
+                  f"{medians[reduced][1]:.0f} MiB against {medians['stemsplit'][1]:.0f} MiB")
+            print(f"SNR of the {reduced} stems against stemsplit's float32 stems: " + ", ".join(
+                f"{stem} {stems_snr_db(work / 'stemsplit' / 'htdemucs' / 'track', work / reduced / 'htdemucs' / 'track', stem):.1f} dB"
+                for stem in SOURCES))
     if options.segment_repeats > 0:
         segment_times(options.size, options.segment_repeats, options.threads)
 

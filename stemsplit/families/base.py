@@ -205,8 +205,10 @@ class Family(ABC):
 
     def has_designed_path(self, model: LoadedModel) -> bool:
         """Whether every network of ``model`` has a designed reduced-precision path (a
-        ``set_compute_dtype(dtype)`` method); False: autocast."""
-        return False
+        ``set_compute_dtype(dtype)`` method); False: autocast (a bag with one network
+        without it runs all its networks under autocast)."""
+        return all(callable(getattr(network, "set_compute_dtype", None))
+                   for network in model.networks)
 
     # -- weights.toml --------------------------------------------------------------------
     @abstractmethod

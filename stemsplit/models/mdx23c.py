@@ -347,6 +347,8 @@ class MDX23C(nn.Module):
         self.scale = scale
         self.num_target_instruments = num_target_instruments
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
+        self.compute_dtype = torch.float32
+        """What the U-Net computes in (``set_compute_dtype``)."""
 
         dim_c = num_subbands * audio_channels * 2
         self.dim_c = dim_c
@@ -375,6 +377,17 @@ class MDX23C(nn.Module):
             act_module,
             nn.Conv2d(c, num_target_instruments * dim_c, 1, 1, 0, bias=False),
         )
+
+    def set_compute_dtype(self, dtype: torch.dtype) -> None:
+        """Run the U-Net (every convolution, linear, norm and activation) in ``dtype``
+        (bfloat16 or float16), for ``--precision``: its weights and batch-norm statistics
+        converted once, here (load the weights first). The STFT and the iSTFT stay float32:
+        the sub-band spectrogram goes in as ``dtype`` and the final planes come back as
+        float32. The norms take ``dtype`` and accumulate in float32 (PyTorch's kernels do
+        so for 16-bit inputs)."""
+        for child in self.children():  # not the window: it is this module's own buffer
+            child.to(dtype)
+        self.compute_dtype = dtype
 
     # ----------------------------------------------------------------------------------
     # Chunk lengths
@@ -458,7 +471,7 @@ class MDX23C(nn.Module):
         b = mix.shape[0]
         inference = not torch.is_grad_enabled()
 
-        spec = self._spectrogram(mix)                               # (b, 2cK, T, F)
+        spec = self._spectrogram(mix).to(self.compute_dtype)        # (b, 2cK, T, F)
         first = _mix_channels(self.first_conv.weight.flatten(1), spec)
 
         x = first
@@ -488,4 +501,4 @@ class MDX23C(nn.Module):
         y = _mix_channels(weight[:, :self.dim_c], spec, into=y)
         y = act.inplace_(y) if inference else act(y)
         y = _mix_channels(conv2.weight.flatten(1), y)
-        return self._waveforms(y)
+        return self._waveforms(y.float())

@@ -18,6 +18,11 @@ Inference-only, written for speed on CPU without changing results beyond float r
   multiply (bitwise the same as ``x * cos + rotate_half(x) * sin``); the cos/sin table is
   built once per sequence length and cached.
 - Attention is ``torch.nn.functional.scaled_dot_product_attention``.
+- Reduced precision (``set_compute_dtype``, for ``--precision bf16|fp16``): the
+  transformers' linears hold 16-bit weights and their activations (normed inputs, queries,
+  keys, values, gates, the feed-forward's hidden layer, attention) are 16-bit; the residual
+  stream, the norms' statistics and gains, the rotation's arithmetic (one rounding), the band
+  split, the mask estimators and the STFTs stay float32.
 - The mask estimators' hidden layers (the same shape in every band) run as one batched
   matmul over the bands, from stacked weights that are the parameters' own storage.
 """
@@ -62,23 +67,26 @@ ALL = "all"  # the linear-attention transformer: over every (time, band) token
 
 _FF_MULT = 4  # ZFTurbo's Transformer never passes ff_mult
 _FF_ROWS = 8192  # feed-forward rows per chunk: bounds the hidden buffer at 8192 x 4 dim
+_NORM_ROWS = 8192  # rows normed at a time into a 16-bit output
 
 
 class Workspace:
-    """Scratch buffers for one forward pass, by name; a request gets a view of the first
-    ``prod(shape)`` elements, so smaller requests reuse a larger buffer."""
+    """Scratch buffers for one forward pass, by name and dtype (``dtype`` unless a request
+    names another); a request gets a view of the first ``prod(shape)`` elements, so smaller
+    requests reuse a larger buffer."""
 
     def __init__(self, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         self.device = device
         self.dtype = dtype
-        self._buffers: dict[str, Tensor] = {}
+        self._buffers: dict[tuple[str, torch.dtype], Tensor] = {}
 
-    def get(self, name: str, shape: Sequence[int]) -> Tensor:
+    def get(self, name: str, shape: Sequence[int], dtype: torch.dtype | None = None) -> Tensor:
+        key = (name, dtype or self.dtype)
         numel = math.prod(shape)
-        buffer = self._buffers.get(name)
+        buffer = self._buffers.get(key)
         if buffer is None or buffer.numel() < numel:
-            buffer = torch.empty(numel, device=self.device, dtype=self.dtype)
-            self._buffers[name] = buffer
+            buffer = torch.empty(numel, device=self.device, dtype=key[1])
+            self._buffers[key] = buffer
         return buffer[:numel].view(*shape)
 
 
@@ -105,9 +113,18 @@ class RMSNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """``out`` may be 16-bit for a float32 ``x`` (rows, dim): then the same float32
+        arithmetic runs a block of rows at a time, each block rounded once into ``out``
+        (PyTorch's mixed-dtype elementwise kernels are 2-4x slower than a float32 op and
+        a conversion)."""
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(1e-12)
-        out = torch.div(x, norm, out=out)
-        return out.mul_(self.scale).mul_(self.gamma)
+        if out is None or out.dtype == x.dtype:
+            out = torch.div(x, norm, out=out)
+            return out.mul_(self.scale).mul_(self.gamma)
+        for start in range(0, x.shape[0], _NORM_ROWS):
+            rows = slice(start, start + _NORM_ROWS)
+            out[rows].copy_(torch.div(x[rows], norm[rows]).mul_(self.scale).mul_(self.gamma))
+        return out
 
 
 class RotaryEmbedding(nn.Module):
@@ -142,6 +159,27 @@ class RotaryEmbedding(nn.Module):
         return table
 
 
+_ROTATION_CHUNK = 1 << 20  # values rotated at a time in 16 bits: bounds the float32 copy
+
+
+def rotate_pairs(t: Tensor, rotation: Tensor) -> None:
+    """Rotates the interleaved (re, im) pairs of ``t`` (batch, n, ..., e) in place by the
+    complex64 ``rotation`` (broadcast against (batch, n, ..., e // 2)). Float32 ``t``: one
+    complex multiply, bitwise rotary-embedding-torch's result. 16-bit ``t`` (no complex
+    type): the same multiply on a float32 copy, rounded back once, a slice of axis 1 at a
+    time (so that the copy stays small)."""
+    if t.dtype == torch.float32:
+        torch.view_as_complex(t.view(*t.shape[:-1], t.shape[-1] // 2, 2)).mul_(rotation)
+        return
+    rotation = rotation.expand(*t.shape[:-1], t.shape[-1] // 2)
+    step = max(1, _ROTATION_CHUNK * t.shape[1] // max(1, t.numel()))
+    for start in range(0, t.shape[1], step):
+        part = t[:, start : start + step]
+        widened = part.float()
+        rotate_pairs(widened, rotation[:, start : start + step])
+        part.copy_(widened)
+
+
 def _attention_views(t: Tensor, shape: tuple[int, int, int, int, int], axis: str) -> Tensor:
     """(tokens, heads * e) in (b, t, f) token order, as SDPA's (batch, heads, seq, e)."""
     b, n_t, n_f, h, e = shape
@@ -171,8 +209,8 @@ class Attention(nn.Module):
         tokens = b * n_t * n_f
         x2 = x.view(tokens, dim)
 
-        xn = self.norm(x2, out=ws.get("norm", (tokens, dim)))
         weight = self.to_qkv.weight
+        xn = self.norm(x2, out=ws.get("norm", (tokens, dim), weight.dtype))
         q = linear(xn, weight[:inner])
         k = linear(xn, weight[inner : 2 * inner])
         v = linear(xn, weight[2 * inner :])
@@ -183,7 +221,7 @@ class Attention(nn.Module):
         else:
             rotation = self.rotary_embed.rotation(n_f, x.device).view(n_f, 1, e // 2)
         for t in (q, k):
-            torch.view_as_complex(t.view(b, n_t, n_f, h, e // 2, 2)).mul_(rotation)
+            rotate_pairs(t.view(b, n_t, n_f, h, e), rotation)
 
         shape = (b, n_t, n_f, h, e)
         out = F.scaled_dot_product_attention(
@@ -219,10 +257,11 @@ class LinearAttention(nn.Module):
         h, e = self.heads, self.dim_head
         x3 = x.view(b, -1, dim)
         n = x3.shape[1]
-        xn = self.norm(x3)
-        qkv = F.linear(xn, self.to_qkv[0].weight).view(b, n, 3, h, e).permute(2, 0, 3, 4, 1)
+        weight = self.to_qkv[0].weight
+        xn = self.norm(x3, out=ws.get("norm", x3.shape, weight.dtype))
+        qkv = F.linear(xn, weight).view(b, n, 3, h, e).permute(2, 0, 3, 4, 1)
         q, k, v = qkv.unbind(0)  # each (b, h, e, n)
-        q = F.normalize(q, dim=-1) * self.temperature.exp()
+        q = F.normalize(q, dim=-1) * self.temperature.exp().to(q.dtype)
         k = F.normalize(k, dim=-1)
         attn = (torch.matmul(q, k.transpose(-1, -2)) * self.scale).softmax(dim=-1)
         out = torch.matmul(attn, v)  # (b, h, e, n)
@@ -248,7 +287,7 @@ class FeedForward(nn.Module):
         for start in range(0, x2.shape[0], _FF_ROWS):
             rows = x2[start : start + _FF_ROWS]
             n = rows.shape[0]
-            xn = norm(rows, out=ws.get("norm", (n, dim)))
+            xn = norm(rows, out=ws.get("norm", (n, dim), first.weight.dtype))
             hidden = linear(xn, first.weight, first.bias, gelu=True)
             rows.add_(linear(hidden, second.weight, second.bias))
 
@@ -518,6 +557,15 @@ class RoformerBase(nn.Module):
             linear_transformer_depth=linear_transformer_depth, norm_output=norm_output,
         )
         self.codec = SpectralCodec(stft_n_fft, stft_hop_length, stft_win_length, stft_normalized)
+
+    def set_compute_dtype(self, dtype: torch.dtype) -> None:
+        """Run the transformers' linears and attention in ``dtype`` (bfloat16 or float16),
+        for ``--precision``: their weights converted once, here (load the weights first).
+        The residual stream, the norms, the band split, the mask estimators and the STFTs
+        stay float32."""
+        for module in self.layers.modules():
+            if isinstance(module, nn.Linear):
+                module.to(dtype)
 
     def build_bands(self, dim: int, dim_inputs: tuple[int, ...], hidden_layers: int,
                     mlp_expansion_factor: float) -> None:

@@ -409,12 +409,13 @@ class SCNet(nn.Module):
 
         n_sources = len(self.sources)
         if self.masked:
-            planes = self.mask_layer(x).view(batch, n_sources, channels, 2, rows, frames)
+            # float32 again for the complex maths (autocast leaves 16-bit planes here)
+            planes = self.mask_layer(x).float().view(batch, n_sources, channels, 2, rows, frames)
             mask = torch.complex(planes[:, :, :, 0], planes[:, :, :, 1])
             planes = mixture.view(batch, 1, channels, 2, rows, frames)
             spec = torch.complex(planes[:, :, :, 0], planes[:, :, :, 1]) * mask
         else:
-            planes = x.view(batch, n_sources, channels, 2, rows, frames)
+            planes = x.float().view(batch, n_sources, channels, 2, rows, frames)
             spec = torch.complex(planes[:, :, :, 0], planes[:, :, :, 1])
         audio = self._istft(spec.reshape(batch * n_sources * channels, rows, frames))
         return audio.view(batch, n_sources, channels, -1)[..., :length]

@@ -207,15 +207,6 @@ class DemucsFamily(Family):
                              resolved.origin)
         return model.to(device)
 
-    # -- precision -----------------------------------------------------------------------
-    def has_designed_path(self, model: LoadedModel) -> bool:
-        """A bag of htdemucs members has one (``HTDemucs.set_compute_dtype``: its branches
-        in 16 bits, the transforms in float32); bags with hdemucs or demucs members use
-        autocast."""
-        from ...models.htdemucs import HTDemucs
-
-        return all(isinstance(network, HTDemucs) for network in model.networks)
-
     # -- chunking ------------------------------------------------------------------------
     def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:
         from ...engine import Chunking, Network, Normalisation, Window, overlap_stride

@@ -213,12 +213,6 @@ class SpleeterFamily(Family):
             label = folder.name
         return _load(folder, stems, config, spec, label, str(folder), device)
 
-    # -- precision -----------------------------------------------------------------------
-    def has_designed_path(self, model: LoadedModel) -> bool:
-        """Every Spleeter network has one: the U-Nets in 16 bits (weights converted once),
-        the STFT, masks and inverse STFT in float32 (``SpleeterNet.set_compute_dtype``)."""
-        return True
-
     # -- chunking ------------------------------------------------------------------------
     def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:
         from ...engine import Chunking, Network, Window
