@@ -39,6 +39,14 @@ With ``s`` the reference, ``ŝ`` the estimate, ``e = ŝ - s`` and ``eps = 1e-8``
   its complement (vocals and accompaniment) as a pair, the stem's scores taken from the pair;
   the other stems jointly. A lone stem (BSSEval needs two sources) and a group holding an
   all-silent reference stem (museval refuses it) get no bss_v4 values, with a warning.
+* ``pesq``, ``stoi``, ``estoi``: speech metrics (:mod:`stemsplit.speech_metrics`), for the
+  speech-like stems only (vocals, speech, ...): PESQ wideband (MOS-LQO, 1.0-4.64) and STOI /
+  extended STOI (intelligibility, 0-1) of the mean of the channels resampled to 16 kHz. Not in
+  dB. Each such stem is held in memory, one at a time (with bss_v4: all, as museval's).
+
+Each metric is one row of :data:`METRIC_TABLE`: the values it reports, how it is computed
+(``streamed`` sums, BSSEval's ``joint`` groups, or one ``speech`` stem at a time) and the
+package it needs (the ``eval`` extra).
 
 Reference and estimate are decoded at the reference's sample rate and channel count. Lengths
 differing by up to :data:`MAX_LENGTH_DIFFERENCE_SECONDS` (codec padding) are cut to the
@@ -47,6 +55,7 @@ shorter, with a warning; a larger difference is the track's error.
 
 from __future__ import annotations
 
+import importlib
 import math
 import shutil
 import statistics
@@ -59,7 +68,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from . import audio
+from . import audio, speech_metrics
 from .errors import InputError, StemsplitError, UsageError
 from .plan import OutputOptions
 from .stem_plan import StemSelection
@@ -72,20 +81,42 @@ if TYPE_CHECKING:  # pragma: no cover
     from .loading import LoadedModel
 
 __all__ = [
-    "BSS_V4_KEYS", "DEFAULT_METRICS", "EPS", "METRICS", "MAX_LENGTH_DIFFERENCE_SECONDS",
-    "EvaluationObserver", "EvaluationReport", "ReferenceTrack", "StemScore", "StemSums",
+    "BSS_V4_KEYS", "DEFAULT_METRICS", "EPS", "METRICS", "METRIC_TABLE",
+    "MAX_LENGTH_DIFFERENCE_SECONDS", "EvaluationObserver", "EvaluationReport", "Metric",
+    "ReferenceTrack", "StemScore", "StemSums",
     "TrackScore", "aggregate", "bss_v4", "evaluate_folders", "evaluate_with_model",
     "find_estimate_folders", "find_reference_tracks", "parse_metrics", "read_stem_files",
-    "score_track", "sdr", "si_sdr",
+    "require_packages", "score_track", "sdr", "si_sdr",
 ]
 
 EPS = 1e-8
 """Added to numerator and denominator of ``sdr`` and ``si_sdr`` (and of ``α``)."""
 
-METRICS = ("sdr", "si_sdr", "bss_v4")
-DEFAULT_METRICS = ("sdr", "si_sdr")
 BSS_V4_KEYS = ("bss_v4_sdr", "bss_v4_sir", "bss_v4_isr", "bss_v4_sar")
 """The values the ``bss_v4`` metric reports for each stem."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One ``--metrics`` name: the values it reports per stem, how it is computed
+    (``streamed``: running sums over blocks; ``joint``: a track's stems together, in memory;
+    ``speech``: one speech-like stem at a time, in memory) and the module it imports."""
+
+    name: str
+    keys: tuple[str, ...]
+    kind: str
+    module: str | None = None
+
+
+METRIC_TABLE: dict[str, Metric] = {metric.name: metric for metric in (
+    Metric("sdr", ("sdr",), "streamed"),
+    Metric("si_sdr", ("si_sdr",), "streamed"),
+    Metric("bss_v4", BSS_V4_KEYS, "joint", "museval"),
+    *(Metric(name, (name,), "speech", speech_metrics.MODULES[name])
+      for name in speech_metrics.METRICS),
+)}
+METRICS = tuple(METRIC_TABLE)
+DEFAULT_METRICS = ("sdr", "si_sdr")
 
 MAX_LENGTH_DIFFERENCE_SECONDS = 0.1
 """Reference and estimate lengths may differ by this much (cut to the shorter)."""
@@ -94,7 +125,8 @@ BLOCK_FRAMES = audio.DEFAULT_BLOCK_FRAMES
 MIXTURE_NAMES = ("mixture", "mix", "linear_mixture")
 """File names (without extension) that hold a mixture, never a stem."""
 STEM_ORDER = ("vocals", "drums", "bass", "other", "guitar", "piano", "accompaniment")
-MUSEVAL_INSTALL = 'pip install "stemsplit-cli[eval]"'
+EVAL_INSTALL = 'pip install "stemsplit-cli[eval]"'
+"""How to install the packages of the metrics that need one (museval, pesq, pystoi)."""
 
 
 # -- metrics -------------------------------------------------------------------------------
@@ -117,19 +149,33 @@ def parse_metrics(text: str | Sequence[str]) -> tuple[str, ...]:
 
 def metric_keys(metrics: Sequence[str]) -> list[str]:
     """The value names ``metrics`` produce per stem (``bss_v4`` gives four)."""
-    keys: list[str] = []
+    return [key for metric in metrics for key in METRIC_TABLE[metric].keys]
+
+
+def _of_kind(metrics: Sequence[str], kind: str) -> list[str]:
+    return [metric for metric in metrics if METRIC_TABLE[metric].kind == kind]
+
+
+def require_packages(metrics: Sequence[str]) -> None:
+    """Import the package of each metric of ``metrics`` that needs one, or raise a one-line
+    error naming it and how to install it (before any work)."""
     for metric in metrics:
-        keys.extend(BSS_V4_KEYS if metric == "bss_v4" else (metric,))
-    return keys
+        module = METRIC_TABLE[metric].module
+        if module is None:
+            continue
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # ImportError, or a package whose own imports fail
+            raise StemsplitError(f"--metrics {metric} needs {module} "
+                                 f"({type(error).__name__}: {error}); "
+                                 f"install it with: {EVAL_INSTALL}") from None
 
 
 def require_museval():
     """The museval module, or a one-line error saying how to install it."""
-    try:
-        import museval  # noqa: F401
-    except Exception as error:  # ImportError, or a museval whose own imports fail
-        raise StemsplitError(f"--metrics bss_v4 needs museval ({type(error).__name__}: {error}); "
-                             f"install it with: {MUSEVAL_INSTALL}") from None
+    require_packages(("bss_v4",))
+    import museval
+
     return museval
 
 
@@ -671,8 +717,9 @@ def _score_into(result: TrackScore, reference: ReferenceTrack, estimates: Mappin
     channels = info.channels or 2
     result.sample_rate, result.channels = rate, channels
     limit = int(round(MAX_LENGTH_DIFFERENCE_SECONDS * rate))
-    streaming = [m for m in metrics if m in ("sdr", "si_sdr")]
-    whole = "bss_v4" in metrics
+    streaming = _of_kind(metrics, "streamed")
+    joint = bool(_of_kind(metrics, "joint"))
+    speech = _of_kind(metrics, "speech")
     kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     infos = {first: info}  # each file probed once (a summed reference reads stems again)
 
@@ -687,6 +734,7 @@ def _score_into(result: TrackScore, reference: ReferenceTrack, estimates: Mappin
         sums = StemSums()
         reference_blocks: list[np.ndarray] = []
         estimate_blocks: list[np.ndarray] = []
+        whole = joint or bool(speech and speech_metrics.is_speech_stem(plan.stem))
         try:
             lockstep = _Lockstep(decoders, limit)
             for blocks in lockstep:
@@ -711,7 +759,13 @@ def _score_into(result: TrackScore, reference: ReferenceTrack, estimates: Mappin
                                             sums.frames)
         if whole:
             kept[plan.stem] = (_join(reference_blocks, channels), _join(estimate_blocks, channels))
-    if whole:
+        if whole and speech:  # a speech-like stem: scored now, and let go unless joint needs it
+            speech_values, reasons = speech_metrics.score_stem(*kept[plan.stem], rate, speech)
+            values.update(speech_values)
+            result.warnings.extend(f"{plan.stem}: {reason}" for reason in reasons)
+            if not joint:
+                del kept[plan.stem]
+    if joint:
         groups, alone = _bss_groups(list(kept))
         for stem in alone:
             result.warnings.append(f"{stem}: no bss_v4 (BSSEval scores two stems or more "
@@ -764,6 +818,20 @@ def _check_lengths(result: TrackScore, plan: _StemPlan, lengths: list[int], rate
 
 
 # -- whole evaluations ---------------------------------------------------------------------
+def _note_speech_metrics(report: EvaluationReport, observer: EvaluationObserver) -> None:
+    """Say once (in the notes and to the observer) which scored stems the speech metrics
+    leave without a value: they are given for speech-like stems only."""
+    speech = _of_kind(report.metrics, "speech")
+    others = sort_stems({stem for track in report.scored for stem in track.stems
+                         if not speech_metrics.is_speech_stem(stem)})
+    if not speech or not others:
+        return
+    note = (f"{', '.join(speech)}: speech metrics, given for speech-like stems only "
+            f"({', '.join(speech_metrics.SPEECH_STEMS)}); none for {', '.join(others)}")
+    report.notes.append(note)
+    observer.message(note)
+
+
 def _select(tracks: list[ReferenceTrack], only: Sequence[str] | None) -> list[ReferenceTrack]:
     if not only:
         return tracks
@@ -788,8 +856,7 @@ def evaluate_folders(
     (``mixture_as``: stems scored against the reference's mixture; see ``plan_stems``)."""
     observer = observer or EvaluationObserver()
     metrics = parse_metrics(metrics)
-    if "bss_v4" in metrics:
-        require_museval()
+    require_packages(metrics)
     every_track = find_reference_tracks(reference_dir)
     references = _select(every_track, tracks)
     # matched against every reference track, so that --track leaves no "unmatched" note
@@ -817,6 +884,7 @@ def evaluate_folders(
             score.warnings[:0] = [f"estimate {problem}" for problem in problems]
         report.tracks.append(score)
         observer.track_finished(score)
+    _note_speech_metrics(report, observer)
     return report
 
 
@@ -851,8 +919,7 @@ def evaluate_with_model(
 
     observer = observer or EvaluationObserver()
     metrics = parse_metrics(metrics)
-    if "bss_v4" in metrics:
-        require_museval()
+    require_packages(metrics)
     settings = settings or SeparationSettings()
     chunking = chunking or ChunkingRequest()
     selection = selection or StemSelection()
@@ -908,4 +975,5 @@ def evaluate_with_model(
         score.seconds_taken = time.monotonic() - started
         report.tracks.append(score)
         observer.track_finished(score)
+    _note_speech_metrics(report, observer)
     return report

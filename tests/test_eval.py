@@ -592,7 +592,7 @@ def test_stems_without_estimates_are_said_once_for_every_track(tmp_path, capsys)
     (["EST", "-n", "htdemucs"], "give ESTIMATES_DIR or -n MODEL, not both"),
     ([], "give ESTIMATES_DIR, or -n MODEL"),
     (["EST", "-o", "x"], "-o: only with -n MODEL"),
-    (["EST", "--metrics", "sdr,pesq"], "unknown metric 'pesq'"),
+    (["EST", "--metrics", "sdr,mos"], "unknown metric 'mos'"),
     (["EST", "--json", "--csv", "-"], "--json and --csv - both write to stdout"),
     (["EST", "--track", "zzz"], "--track zzz: no such reference track"),
 ])

@@ -258,8 +258,7 @@ def _evaluate(
         raise UsageError("--json and --csv - both write to stdout; give --csv a file")
     from ..precision import check_precision
     precision = check_precision(precision, device or settings.device())
-    if "bss_v4" in chosen_metrics:
-        evaluation.require_museval()  # before any work: one line saying how to install it
+    evaluation.require_packages(chosen_metrics)  # before any work: one line saying how to install
 
     install_log_handler(quiet)
     with EvalProgress(quiet) as progress:
@@ -337,7 +336,7 @@ def eval_command(
     estimates_dir: Optional[Path] = typer.Argument(None, metavar="ESTIMATES_DIR", show_default=False,
                                                    help="Estimates to score, from any tool: <track>/<stem>.<ext> or <model>/<track>/<stem>.<ext>, any audio format; a no_<stem> file is the complement of <stem> (no_vocals = accompaniment). Not with -n."),
     metrics: str = typer.Option(_DEFAULT_METRICS, "--metrics", metavar="LIST",
-                                help="Comma-separated: sdr (global SDR over the whole track, as the music demixing challenges and MVSEP compute it), si_sdr (scale-invariant SDR), bss_v4 (museval's BSSEval v4 SDR/SIR/ISR/SAR, median over 1 s frames; needs `pip install \"stemsplit-cli[eval]\"` and holds a track's stems in memory, museval's way; sdr and si_sdr are read in blocks)."),
+                                help="Comma-separated: sdr (global SDR over the whole track, as the music demixing challenges and MVSEP compute it), si_sdr (scale-invariant SDR), bss_v4 (museval's BSSEval v4 SDR/SIR/ISR/SAR, median over 1 s frames; holds a track's stems in memory, museval's way; sdr and si_sdr are read in blocks); for speech-like stems only (vocals, speech, voice, dialog...), of the mean of the channels at 16 kHz: pesq (ITU-T P.862.2 wideband, perceived quality as MOS 1.0-4.64), stoi (intelligibility 0-1), estoi (extended STOI). bss_v4, pesq, stoi and estoi need `pip install \"stemsplit-cli[eval]\"`."),
     tracks: Optional[List[str]] = typer.Option(None, "--track", metavar="NAME", help="Score only this reference track (repeatable)."),
     mixture_as: Optional[List[str]] = typer.Option(None, "--mixture-as", metavar="STEM", help="Score STEM against the reference's mixture file instead of <track>/STEM.wav (repeatable): for a restoration model (Apollo's restored) when mixture.wav is the clean original. Each track's line says which reference a stem was scored against."),
     model: Optional[List[str]] = typer.Option(None, "--model", "-m", metavar="NAME", help="Separate every mixture with this model or preset (see `stemsplit models`) and score the stems. Repeat for an ensemble (-n A -n B).", autocompletion=complete_model),
@@ -362,7 +361,7 @@ def eval_command(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No messages on stderr, errors only (the results are still printed)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Score separated stems against reference stems: SDR, SI-SDR, BSSEval v4.
+    """Score separated stems against reference stems: SDR, SI-SDR, BSSEval v4, PESQ, STOI.
 
     Score a tool's stems in ESTIMATES_DIR, or give -n MODEL to separate each reference
     mixture (the model loaded once) and score that, writing no stems unless -o DIR.
