@@ -10,7 +10,9 @@
 # 3. audio-separator 0.47.1 without its dependencies: a test oracle only (its RoFormer and
 #    MDX23C classes and its MDX-Net command line); its own pins would replace torch.
 # 4. The Spleeter oracle (Deezer's spleeter on TensorFlow, which needs numpy <= 1.24.3) in a
-#    venv of its own (tests/spleeter_oracle/setup.sh).
+#    venv of its own (tests/spleeter_oracle/setup.sh); the Open-Unmix oracle (openunmix 1.3.0
+#    without its dependencies, in <repo>/.openunmix-oracle, run by the project's python with
+#    a stub torchaudio: tests/umx_oracle/setup.sh).
 # 5. A system ffmpeg beside the bundled imageio-ffmpeg binary, where apt-get and root allow
 #    it: the suite runs with the system one, then the audio tests with the bundled one.
 # 6. pytest, with CI=true unless set: a parity test whose oracle is missing fails.
@@ -27,6 +29,7 @@ python="$venv/bin/python"
 "$python" -m pip install -q "torch==2.13.0" -e ".[test,ray]"
 "$python" -m pip install -q --no-deps "audio-separator==0.47.1"
 bash tests/spleeter_oracle/setup.sh
+bash tests/umx_oracle/setup.sh "$python"
 if ! command -v ffmpeg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
         && [ "$(id -u)" = 0 ]; then
     apt-get install -y -q --no-install-recommends ffmpeg >/dev/null 2>&1 \

@@ -1,11 +1,14 @@
-"""Reading ``torch.save`` zip archives without executing pickled code.
+"""Reading ``torch.save`` files without executing pickled code: the zip archives of
+torch >= 1.6, and the legacy (non-zip) format that ``torch.save(...,
+_use_new_zipfile_serialization=False)`` and older torch wrote.
 
 A checkpoint's pickle is never handed to :mod:`pickle`'s default machinery or to
 ``torch.load``: it is read here with an unpickler that resolves only a short allow-list of
 globals (plain containers, ``fractions.Fraction``, ``collections.OrderedDict``, torch's
 version string (read as a ``str``), and the
 tensor rebuilding that this module implements itself from the archive's raw storage
-records). A family may add a resolver for names of its own (e.g. map its class references
+records; in a legacy file, from the raw storage records that follow its pickles). A family
+may add a resolver for names of its own (e.g. map its class references
 to their dotted names without importing them). Any other global is refused before it is
 called, so a malicious file executes nothing.
 
@@ -17,6 +20,8 @@ from __future__ import annotations
 import _compat_pickle
 import io
 import pickle
+import pickletools
+import struct
 import sys
 import zipfile
 from collections import OrderedDict
@@ -196,26 +201,46 @@ class RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, saved_id: Any) -> Any:
         if self._read_storage is None:
             raise pickle.UnpicklingError("no tensor storage in a plain pickle")
+        # zip archives: ('storage', type, key, location, numel); the legacy format adds
+        # view_metadata: None, or (view_key, offset, numel) of a view into the storage.
         if (
             not isinstance(saved_id, tuple)
-            or len(saved_id) != 5
+            or len(saved_id) not in (5, 6)
             or saved_id[0] not in ("storage", b"storage")
         ):
             raise pickle.UnpicklingError(f"unexpected persistent id {saved_id!r:.80}")
-        _, storage_type, key, _location, numel = saved_id
+        _, storage_type, key, _location, numel = saved_id[:5]
+        view = saved_id[5] if len(saved_id) == 6 else None
         if not isinstance(storage_type, _StorageType) or not isinstance(key, str):
             raise pickle.UnpicklingError("invalid storage record")
         if type(numel) is not int or numel < 0:
             raise pickle.UnpicklingError("invalid storage size")
         if key not in self._storages:
             self._storages[key] = self._load_storage(storage_type.dtype_name, key, numel)
-        return self._storages[key]
+        storage = self._storages[key]
+        if storage.flat.dtype != _dtype(storage_type.dtype_name):
+            raise pickle.UnpicklingError(f"storage {key!r} is read as two types")
+        if view is None:
+            return storage
+        return self._view(storage, view)
+
+    def _view(self, storage: _Storage, view: Any) -> _Storage:
+        if (not isinstance(view, tuple) or len(view) != 3 or not isinstance(view[0], str)
+                or not all(type(n) is int and n >= 0 for n in view[1:])):
+            raise pickle.UnpicklingError(f"invalid storage view {view!r:.80}")
+        view_key, offset, numel = view
+        if offset + numel > storage.flat.numel():
+            raise pickle.UnpicklingError("storage view lies outside its storage")
+        view_key = "view:" + view_key
+        if view_key not in self._storages:
+            self._storages[view_key] = _Storage(storage.flat[offset : offset + numel])
+        return self._storages[view_key]
 
     def _load_storage(self, dtype_name: str, key: str, numel: int) -> _Storage:
         import torch
 
         assert self._read_storage is not None
-        dtype = getattr(torch, dtype_name)
+        dtype = _dtype(dtype_name)
         raw = self._read_storage(key)
         if raw is None:
             raise pickle.UnpicklingError(f"storage record {key!r} is missing from the archive")
@@ -229,6 +254,12 @@ class RestrictedUnpickler(pickle.Unpickler):
         if self._big_endian and itemsize > 1:
             flat = _byteswapped(flat)
         return _Storage(flat)
+
+
+def _dtype(dtype_name: str) -> Any:
+    import torch
+
+    return getattr(torch, dtype_name)
 
 
 def _byteswapped(flat: Any) -> Any:
@@ -249,8 +280,8 @@ class TorchArchive:
             self._zip = zipfile.ZipFile(path)
         except zipfile.BadZipFile:
             raise ModelError(
-                f"{path}: not a torch checkpoint archive (corrupt, truncated, or an old "
-                "pre-zip torch format that stemsplit does not read)"
+                f"{path}: not a torch checkpoint (corrupt, truncated, or the tar format "
+                "of torch before 0.4, which stemsplit does not read)"
             ) from None
         names = self._zip.namelist()
         if any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in names):
@@ -285,6 +316,121 @@ class TorchArchive:
         return self._zip.read(name)
 
 
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+"""The first pickle of a legacy ``torch.save`` file."""
+LEGACY_PROTOCOL = 1001
+
+
+class _StorageCensus(RestrictedUnpickler):
+    """A first pass over a legacy file's pickle: each storage's dtype and size, with tensors
+    built on the meta device (no data is read: in a legacy file it follows the pickle)."""
+
+    def __init__(self, file: Any, resolve_global: GlobalResolver | None) -> None:
+        super().__init__(file, lambda key: None, False, resolve_global)
+        self.roots: dict[str, tuple[str, int]] = {}
+
+    def _load_storage(self, dtype_name: str, key: str, numel: int) -> _Storage:
+        import torch
+
+        self.roots[key] = (dtype_name, numel)
+        return _Storage(torch.empty(numel, dtype=_dtype(dtype_name), device="meta"))
+
+
+class LegacyTorchFile:
+    """A legacy (non-zip) ``torch.save`` file: the pickles of a magic number, a protocol
+    version and the saver's system information, the object's pickle (its storages as
+    persistent ids), the pickled list of storage keys, then for each key a little-endian
+    int64 element count and the storage's bytes, little-endian.
+
+    ``load`` reads the object's pickle twice with the restricted unpickler: once to learn
+    each storage's dtype and size (tensors on the meta device), so that the records after
+    it can be located, then to build the tensors from those records."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self, resolve_global: GlobalResolver | None = None) -> Any:
+        with open(self.path, "rb") as file:
+            if _plain_load(file) != LEGACY_MAGIC:
+                raise pickle.UnpicklingError("not a torch file (wrong magic number)")
+            protocol = _plain_load(file)
+            if protocol != LEGACY_PROTOCOL:
+                raise pickle.UnpicklingError(f"unknown legacy torch protocol {protocol!r:.20}")
+            if not isinstance(_plain_load(file), dict):
+                raise pickle.UnpicklingError("invalid system information record")
+            start = file.tell()
+            census = _StorageCensus(file, resolve_global)
+            census.load()
+            keys = _plain_load(file)
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise pickle.UnpicklingError("invalid storage key list")
+            if set(keys) != set(census.roots) or len(keys) != len(census.roots):
+                raise pickle.UnpicklingError("the storage key list does not match the pickle")
+            places = self._locate(file, keys, census.roots)
+        with open(self.path, "rb") as file, open(self.path, "rb") as data:
+            def read_storage(key: str) -> bytes | None:
+                if key not in places:
+                    return None
+                offset, size = places[key]
+                data.seek(offset)
+                return data.read(size)
+
+            file.seek(start)
+            # The records are little-endian whatever the saving machine was.
+            return RestrictedUnpickler(file, read_storage, sys.byteorder == "big",
+                                       resolve_global).load()
+
+    def _locate(self, file: Any, keys: list[str],
+                roots: dict[str, tuple[str, int]]) -> dict[str, tuple[int, int]]:
+        """Each storage record's (offset, size in bytes), checked against the census."""
+        import torch
+
+        places = {}
+        end = self.path.stat().st_size
+        for key in keys:
+            dtype_name, numel = roots[key]
+            header = file.read(8)
+            if len(header) != 8:
+                raise pickle.UnpicklingError(f"storage record {key!r} is missing")
+            (count,) = struct.unpack("<q", header)
+            if count != numel:
+                raise pickle.UnpicklingError(f"storage record {key!r} has {count} elements, "
+                                             f"the pickle says {numel}")
+            size = numel * torch.empty((), dtype=_dtype(dtype_name)).element_size()
+            offset = file.tell()
+            if offset + size > end:
+                raise pickle.UnpicklingError(f"storage record {key!r} is truncated")
+            places[key] = (offset, size)
+            file.seek(size, io.SEEK_CUR)
+        return places
+
+
+def _plain_load(file: Any) -> Any:
+    """One pickle of plain data (no globals beyond the allow-list, no storages)."""
+    return RestrictedUnpickler(file).load()
+
+
+def is_legacy_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts with a legacy ``torch.save`` file's magic number (read with
+    pickletools, which decodes opcodes and builds nothing)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(64)
+    except OSError:
+        return False
+    if not head.startswith(b"\x80"):
+        return False
+    try:
+        for opcode, argument, _ in pickletools.genops(io.BytesIO(head)):
+            if opcode.name in ("LONG1", "LONG4"):
+                return argument == LEGACY_MAGIC
+            if opcode.name != "PROTO":
+                return False
+    except Exception:  # truncated or not a pickle
+        return False
+    return False
+
+
 def restricted_loads(
     data: bytes,
     read_storage: Callable[[str], bytes | None] | None = None,
@@ -298,21 +444,32 @@ def restricted_loads(
 
 def load_torch_archive(path: Path, resolve_global: GlobalResolver | None = None,
                        hint: str = "") -> Any:
-    """The object a ``torch.save`` zip archive holds, read without executing pickled code.
+    """The object a ``torch.save`` file holds (a zip archive, or the legacy format), read
+    without executing pickled code.
 
     A global outside the allow-list is UnsafeCheckpointError (``hint``: what to use
     instead); a damaged file is ModelError. Exceptions ``resolve_global`` raises that are
     StemsplitErrors pass through."""
     if not path.is_file():
         raise ModelError(f"{path}: checkpoint file not found")
+    if not zipfile.is_zipfile(path) and is_legacy_torch_file(path):
+        return _refusing(path, hint, lambda: LegacyTorchFile(path).load(resolve_global))
     try:
         archive = TorchArchive(path)
     except OSError as error:
         raise ModelError(f"{path}: unreadable checkpoint ({one_line(error)})") from None
     try:
-        pickled = archive.read(archive.prefix + "data.pkl")
-        return restricted_loads(pickled, archive.storage_record, archive.big_endian(),
-                                resolve_global)
+        return _refusing(path, hint, lambda: restricted_loads(
+            archive.read(archive.prefix + "data.pkl"), archive.storage_record,
+            archive.big_endian(), resolve_global))
+    finally:
+        archive.close()
+
+
+def _refusing(path: Path, hint: str, load: Callable[[], Any]) -> Any:
+    """``load()``, its refusals and failures as stemsplit's errors about ``path``."""
+    try:
+        return load()
     except ForbiddenGlobal as forbidden:
         raise UnsafeCheckpointError(
             f"{path}: refused to load: the pickle asks for '{forbidden.name}', "
@@ -323,8 +480,6 @@ def load_torch_archive(path: Path, resolve_global: GlobalResolver | None = None,
         raise
     except Exception as error:  # UnpicklingError, EOFError, zlib/zip errors, RuntimeError...
         raise ModelError(f"{path}: corrupt checkpoint ({one_line(error)})") from None
-    finally:
-        archive.close()
 
 
 def one_line(error: BaseException) -> str:

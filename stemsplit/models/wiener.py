@@ -111,26 +111,34 @@ def expectation_maximization(sources: torch.Tensor, mix: torch.Tensor, iteration
 
 def wiener_filter(magnitudes: torch.Tensor, mix: torch.Tensor, iterations: int,
                   residual: bool = False, scale_factor: float = 10.0,
-                  eps: float = 1e-10) -> torch.Tensor:
-    """Multichannel Wiener filtering of one excerpt (Open-Unmix ``wiener``, no softmask).
+                  eps: float = 1e-10, softmask: bool = False) -> torch.Tensor:
+    """Multichannel Wiener filtering of one excerpt (Open-Unmix ``wiener``).
 
     Args:
-        magnitudes: real ``(T, Fr, C, S)`` estimated source magnitudes.
+        magnitudes: real ``(T, Fr, C, S)`` estimated source magnitudes (``C`` may be 1 for
+            a mono estimate of a multichannel mixture: it applies to every channel).
         mix: complex ``(T, Fr, C)`` mixture STFT.
         iterations: EM iterations (0: magnitudes with the mixture phase).
         residual: add ``mix - sum(sources)`` as an extra source (kept in the output).
         scale_factor: the mixture is scaled so its peak is at most ``scale_factor``
             before the EM, for numerical stability.
         eps: regularisation.
+        softmask: the first estimate is the mixture times each source's share of the
+            summed magnitudes (``magnitudes / (eps + sum)``), not the magnitudes with the
+            mixture's phase.
 
     Returns:
         complex ``(T, Fr, C, S)`` (``S + 1`` sources with ``residual``).
     """
-    # demucs' atan2 overwrites the real part of exactly-zero mixture bins with 1
-    # (in place, so the residual and the EM see it too).
-    silent = (mix.real == 0) & (mix.imag == 0)
-    mix = torch.where(silent, torch.ones_like(mix), mix)
-    sources = magnitudes * mix_phase(mix)[..., None]
+    if softmask:
+        total = magnitudes.sum(dim=-1, keepdim=True)
+        sources = mix[..., None] * (magnitudes / (eps + total))
+    else:
+        # Open-Unmix's (and demucs') atan2 overwrites the real part of exactly-zero mixture
+        # bins with 1 (in place, so the residual and the EM see it too).
+        silent = (mix.real == 0) & (mix.imag == 0)
+        mix = torch.where(silent, torch.ones_like(mix), mix)
+        sources = magnitudes * mix_phase(mix)[..., None]
     if residual:
         sources = torch.cat([sources, (mix - sources.sum(dim=-1))[..., None]], dim=-1)
     if iterations == 0:
