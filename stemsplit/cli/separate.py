@@ -277,23 +277,34 @@ DEBUG_OPTION = typer.Option(False, "--debug", help="Show tracebacks.")
 
 
 def _family_parameters() -> list[inspect.Parameter]:
-    """Every family's own options, as keyword parameters typer turns into options."""
-    parameters: dict[str, inspect.Parameter] = {}
-    flags: dict[str, str] = {}
+    """Every family's own options, as keyword parameters typer turns into options. Families
+    may declare one option alike (flag, name and kind): it is one option they all read,
+    its help their helps joined."""
+    declared: dict[str, Any] = {}
+    helps: dict[str, list[str]] = {}
+    owners: dict[str, str] = {}
     for family in all_families():
         for option in family.options:
-            if option.flag in flags or option.name in parameters:
+            first = declared.get(option.flag)
+            if first is not None and (first.name, first.kind) == (option.name, option.kind):
+                helps[option.flag].append(option.help)
+                continue
+            if first is not None or option.name in owners:
                 raise AssertionError(f"{option.flag} is declared twice ({family.name}, "
-                                     f"{flags.get(option.flag)})")
-            flags[option.flag] = family.name
-            boolean = option.kind == "bool"
-            default = typer.Option(False if boolean else None, option.flag, help=option.help,
-                                   metavar=option.metavar, show_default=False)
-            annotation = bool if boolean else Optional[option.python_type]
-            parameters[option.name] = inspect.Parameter(
-                option.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                annotation=annotation)
-    return list(parameters.values())
+                                     f"{owners.get(option.name) or owners.get(option.flag)})")
+            owners[option.name] = owners[option.flag] = family.name
+            declared[option.flag] = option
+            helps[option.flag] = [option.help]
+    parameters = []
+    for flag, option in declared.items():
+        boolean = option.kind == "bool"
+        default = typer.Option(False if boolean else None, option.flag,
+                               help=" ".join(helps[flag]), metavar=option.metavar,
+                               show_default=False)
+        annotation = bool if boolean else Optional[option.python_type]
+        parameters.append(inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY,
+                                            default=default, annotation=annotation))
+    return parameters
 
 
 def with_family_options(body: Callable[..., None]) -> Callable[..., None]:

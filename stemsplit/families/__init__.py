@@ -21,6 +21,8 @@ FAMILIES: dict[str, str] = {
     "mdx": "stemsplit.families.mdx",
     "msst": "stemsplit.families.msst",
     "spleeter": "stemsplit.families.spleeter",
+    "umx": "stemsplit.families.umx",
+    "vr": "stemsplit.families.vr",
 }
 """weights.toml's ``family`` -> the module whose ``FAMILY`` is its adapter. The order is
 the order in which a ``--weights`` path is offered to them."""

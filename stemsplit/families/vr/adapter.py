@@ -1,0 +1,192 @@
+"""The VR family: UVR's VR Architecture models (``.pth`` state dicts, 2020-2023).
+
+A file holds only the network's weights. What to run it with comes from UVR's model data,
+found by the file's UVR hash (``params``): the band config, the primary stem and, for v5.1
+networks, their widths. A file UVR does not know needs ``--vr-params NAME|FILE.json`` and
+``--primary-stem`` (and ``--nout``/``--nout-lstm`` for a v5.1 network). The network's
+variant follows from the file's size, as in UVR (``network.build_network``).
+
+Processing (``stemsplit/models/vr_spectrum.py``) needs the whole track's spectrogram maximum
+and, as UVR runs it, the whole track: the engine hands the network the track as one chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from ...errors import ModelError, UsageError
+from ..base import ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ...engine import Network
+    from ...specs import ModelFile, ModelSpec
+
+PARAMETER_KEYS = {"uvr_hash": str, "vr_params": str, "primary_stem": str, "nout": int,
+                  "nout_lstm": int}
+WINDOW_SIZES = (320, 512, 1024)
+STATE_KEY_MARKERS = (b"stg1_low_band_net.", b"stg1_high_band_net.")
+"""Bytes every VR state dict's key names contain (both generations)."""
+
+
+@dataclass(frozen=True)
+class VRConfig:
+    """weights.toml's parameters of a VR model: its UVR hash (which finds UVR's model
+    data), and anything that overrides that data."""
+
+    uvr_hash: str | None = None
+    vr_params: str | None = None
+    primary_stem: str | None = None
+    nout: int | None = None
+    nout_lstm: int | None = None
+
+    def as_dict(self) -> dict:
+        return {key: getattr(self, key) for key in PARAMETER_KEYS if getattr(self, key) is not None}
+
+
+class VRFamily(Family):
+    name = "vr"
+    display = "VR Architecture"
+    vocabulary = (r"\bvr[_-]", r"\bvr\b", r"aggression", r"high[_-]end",
+                  r"post[_-]process", r"window[_-]size", r"nout")
+    weights_help = "a UVR VR Architecture .pth file"
+    options = (
+        OptionSpec("--vr-params", "vr_params", "str", "VR: UVR's band config of an unknown "
+                   ".pth (a name such as 4band_v3, or a modelparams .json file).",
+                   metavar="NAME|FILE"),
+        OptionSpec("--nout", "nout", "int", "VR: width of an unknown v5.1 network (UVR's "
+                   "nout).", metavar="N"),
+        OptionSpec("--nout-lstm", "nout_lstm", "int", "VR: LSTM width of an unknown v5.1 "
+                   "network (UVR's nout_lstm).", metavar="N"),
+        OptionSpec("--window-size", "window_size", "int", "VR: frames per network call: "
+                   "320, 512 (default) or 1024; smaller is slower and may be better.",
+                   metavar="N"),
+        OptionSpec("--aggression", "aggression", "int", "VR: strength of the primary stem's "
+                   "extraction, -100..100 (default 5).", metavar="N"),
+        OptionSpec("--tta", "tta", "bool", "VR: average a second pass on a grid moved by "
+                   "half a window (2x slower)."),
+        OptionSpec("--post-process", "post_process", "bool", "VR: UVR's post-processing "
+                   "(pulls long runs of a confident mask to 1)."),
+        OptionSpec("--post-process-threshold", "post_process_threshold", "float",
+                   "VR: threshold of --post-process (default 0.2).", metavar="X"),
+        OptionSpec("--high-end-process", "high_end_process", "bool", "VR: fill the bins "
+                   "above the model's range from the mixture (UVR's mirroring)."),
+        OptionSpec("--primary-stem", "primary_stem", "str", "VR: the stem an unknown .pth "
+                   "file's mask keeps (Vocals, Instrumental, No Echo, ...).",
+                   metavar="STEM"),
+    )
+
+    def parse(self, name: str, table: Mapping[str, Any],
+              url_files: tuple["ModelFile", ...]) -> tuple[VRConfig, tuple["ModelFile", ...]]:
+        unknown = sorted(set(table) - {"parameters"})
+        if unknown:
+            raise ModelError(f"weights.toml: model '{name}': unknown key '{unknown[0]}' for a "
+                             "VR model", hint="its settings go in parameters = { ... }")
+        parameters = table.get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise ModelError(f"weights.toml: model '{name}': parameters must be a table")
+        values = {}
+        for key, value in parameters.items():
+            kind = PARAMETER_KEYS.get(key)
+            if kind is None:
+                raise ModelError(f"weights.toml: model '{name}': unknown VR parameter '{key}'",
+                                 hint=f"known: {', '.join(PARAMETER_KEYS)}")
+            try:
+                values[key] = kind(value)
+            except (TypeError, ValueError):
+                raise ModelError(f"weights.toml: model '{name}': parameter {key} = {value!r} "
+                                 f"is not a{'n int' if kind is int else ' ' + kind.__name__}")
+        if url_files and len([f for f in url_files if f.filename.lower().endswith(".pth")]) != 1:
+            raise ModelError(f"weights.toml: model '{name}': a VR model has one .pth file")
+        return VRConfig(**values), url_files
+
+    def details(self, spec: "ModelSpec") -> dict:
+        return {"parameters": spec.config.as_dict()}
+
+    def detail_lines(self, spec: "ModelSpec") -> list[tuple[str, str]]:
+        values = spec.config.as_dict()
+        return [("parameters", ", ".join(f"{k} {v}" for k, v in values.items()))] if values else []
+
+    def fetch(self, spec, *, offline, progress=None, options=None) -> Fetched:
+        from ...errors import ChecksumError
+        from ..mdx.onnx_runner import uvr_hash  # UVR's hash: one definition
+
+        fetched = super().fetch(spec, offline=offline, progress=progress, options=options)
+        expected = spec.config.uvr_hash
+        if expected and fetched.downloaded:
+            path = fetched.paths[0]
+            actual = uvr_hash(path)
+            if actual != expected.lower():
+                path.unlink(missing_ok=True)
+                raise ChecksumError(f"{path.name}: UVR hash {actual}, expected {expected} for "
+                                    f"{spec.name}; the file was deleted, run again",
+                                    hint="if it persists the server copy is not UVR's")
+        return fetched
+
+    # -- local files ---------------------------------------------------------------------
+    def sniff(self, path: Path) -> bool:
+        return path.is_file() and path.suffix.lower() == ".pth" and _has_vr_keys(path)
+
+    def claims(self, path: Path, options: Mapping[str, Any]) -> bool:
+        """A ``.pth`` whose state dict has VR's key names is this family's, ahead of the
+        families that read other ``.pth`` files."""
+        return self.sniff(path)
+
+    def load(self, spec, fetched, options, device) -> LoadedModel:
+        return _load(fetched.paths[0], spec, options, device)
+
+    def load_local(self, path, spec, options, device, offline=None, known=()) -> LoadedModel:
+        return _load(path, spec, options, device, known)
+
+    def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:
+        from ...engine import Chunking, Network, Window
+
+        if request.segment_seconds is not None or request.overlap is not None:
+            raise UsageError("--segment and --overlap do not apply to VR models: the network "
+                             "needs the whole track's spectrogram (its windows are "
+                             "--window-size frames)", hint="drop them")
+        whole = 1 << 62  # one chunk: the whole track
+        chunking = Chunking(length=whole, stride=whole, window=Window("rectangular"),
+                            fill="none", normalise=None)
+        return [Network(forward=network, chunking=chunking, stem_weights=(1.0, 1.0))
+                for network in model.networks]
+
+
+def _has_vr_keys(path: Path) -> bool:
+    """Whether the file's pickled key names are VR's: read from a zip archive's
+    ``data.pkl`` or the head of a legacy file, as bytes (nothing is unpickled)."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                if len(names) != 1:
+                    return False
+                head = archive.read(names[0])
+        else:
+            with open(path, "rb") as file:
+                head = file.read(1 << 20)
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return all(marker in head for marker in STATE_KEY_MARKERS)
+
+
+def _load(path: Path, spec: "ModelSpec | None", options: Mapping[str, Any], device,
+          known: "Sequence[ModelSpec]" = ()) -> LoadedModel:
+    from .network import VRSeparator, resolve_facts, settings_from
+
+    if not path.is_file():
+        raise ModelError(f"--weights {path}: no such file")
+    facts, spec = resolve_facts(path, spec, options, known)
+    separator = VRSeparator.from_file(path, facts, settings_from(options), device)
+    model = LoadedModel(
+        name=spec.name if spec is not None else path.stem,
+        sources=separator.sources, sample_rate=44100, audio_channels=2,
+        networks=[separator], bag_weights=[[1.0, 1.0]], origin=str(path), family=FAMILY,
+        spec=spec, details=facts)
+    return model.to(device)
+
+
+FAMILY = VRFamily()
