@@ -109,19 +109,10 @@ class VRFamily(Family):
         return [("parameters", ", ".join(f"{k} {v}" for k, v in values.items()))] if values else []
 
     def fetch(self, spec, *, offline, progress=None, options=None) -> Fetched:
-        from ...errors import ChecksumError
-        from ..mdx.onnx_runner import uvr_hash  # UVR's hash: one definition
+        from ..mdx.onnx_runner import check_uvr_hash  # UVR's hash: one definition, one check
 
         fetched = super().fetch(spec, offline=offline, progress=progress, options=options)
-        expected = spec.config.uvr_hash
-        if expected and fetched.downloaded:
-            path = fetched.paths[0]
-            actual = uvr_hash(path)
-            if actual != expected.lower():
-                path.unlink(missing_ok=True)
-                raise ChecksumError(f"{path.name}: UVR hash {actual}, expected {expected} for "
-                                    f"{spec.name}; the file was deleted, run again",
-                                    hint="if it persists the server copy is not UVR's")
+        check_uvr_hash(fetched.paths[0], spec)
         return fetched
 
     # -- local files ---------------------------------------------------------------------
