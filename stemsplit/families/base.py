@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 from ..cache.http import resolve_url_files
 from ..cache.locations import OfflinePolicy, hf_endpoint
-from ..errors import UsageError
+from ..errors import ModelError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -304,3 +304,40 @@ def option_values(options: Mapping[str, Any] | None, specs: Sequence[OptionSpec]
     options = options or {}
     return {spec.name: options.get(spec.name, False if spec.kind == "bool" else None)
             for spec in specs}
+
+
+def typed_parameters(name: str, table: Mapping[str, Any], kinds: Mapping[str, type], model: str,
+                     url_files: Sequence["ModelFile"], suffix: str,
+                     lower_strings: bool = False) -> dict:
+    """A weights.toml entry whose settings are ``parameters = { ... }``: each value of the
+    table as its kind in ``kinds`` (strings lower-cased with ``lower_strings``), and one
+    downloaded file ending in ``suffix`` when it lists URLs. ``model`` names the model kind
+    with its article (e.g. "a Foo"). ModelError for anything else."""
+    unknown = sorted(set(table) - {"parameters"})
+    if unknown:
+        raise ModelError(f"weights.toml: model '{name}': unknown key '{unknown[0]}' for "
+                         f"{model} model", hint="its settings go in parameters = { ... }")
+    parameters = table.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise ModelError(f"weights.toml: model '{name}': parameters must be a table")
+    values = {}
+    for key, value in parameters.items():
+        kind = kinds.get(key)
+        if kind is None:
+            raise ModelError(f"weights.toml: model '{name}': unknown {model.split(' ', 1)[1]} "
+                             f"parameter '{key}'", hint=f"known: {', '.join(kinds)}")
+        try:
+            values[key] = str(value).lower() if kind is str and lower_strings else kind(value)
+        except (TypeError, ValueError):
+            raise ModelError(f"weights.toml: model '{name}': parameter {key} = {value!r} "
+                             f"is not a{'n int' if kind is int else ' ' + kind.__name__}") from None
+    if url_files and len([f for f in url_files if f.filename.lower().endswith(suffix)]) != 1:
+        raise ModelError(f"weights.toml: model '{name}': {model} model has one {suffix} file")
+    return values
+
+
+def parameter_lines(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``stemsplit models --details``' line for a model's parameters (none when empty)."""
+    if not values:
+        return []
+    return [("parameters", ", ".join(f"{key} {value}" for key, value in values.items()))]

@@ -12,9 +12,9 @@ in the environment (which turns every kernel here off, for comparisons).
 The oneDNN call is ``torch.ops.mkldnn._linear_pointwise``, an internal operator of
 PyTorch; it is probed once on a small input against ``F.linear`` before it is used.
 In bfloat16 (``--precision bf16``) the same operator runs oneDNN's bf16 matmul where the CPU
-has one (AVX512-BF16, AMX): a 8192 x 512 x 2048 linear with its GELU on 2 threads of an AMD
-EPYC with AVX512-BF16, 107-112 ms against 145-157 ms through ``F.linear`` + ``F.gelu``
-(fp32 oneDNN: 206-321 ms, a noisy machine).
+has one (AVX512-BF16, AMX): on an AMD EPYC with AVX512-BF16 (2 threads, quiet machine) the
+RoFormer's linears ran at 353 GFLOP/s against 172 in fp32 (benchmarks/profile_roformer's
+breakdown, viperx dimensions).
 Users: htdemucs' cross-transformer (``models/transformer.py``) and the RoFormers' attention
 and feed-forward (``models/roformer.py``). Measured, one full-size htdemucs segment on 2
 threads: the linears 1.28 s -> 0.75 s; a viperx-size BS-RoFormer 2 s chunk 17.0 s -> 12.6 s.

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ...errors import ModelError, UsageError
-from ..base import ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec
+from ..base import (ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec, parameter_lines,
+                    typed_parameters)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...engine import Network
@@ -65,34 +66,15 @@ class MDXFamily(Family):
 
     def parse(self, name: str, table: Mapping[str, Any],
               url_files: tuple["ModelFile", ...]) -> tuple[MDXConfig, tuple["ModelFile", ...]]:
-        unknown = sorted(set(table) - {"parameters"})
-        if unknown:
-            raise ModelError(f"weights.toml: model '{name}': unknown key '{unknown[0]}' for an "
-                             "MDX-Net model", hint="its settings go in parameters = { ... }")
-        parameters = table.get("parameters", {})
-        if not isinstance(parameters, dict):
-            raise ModelError(f"weights.toml: model '{name}': parameters must be a table")
-        values = {}
-        for key, value in parameters.items():
-            kind = PARAMETER_KEYS.get(key)
-            if kind is None:
-                raise ModelError(f"weights.toml: model '{name}': unknown MDX-Net parameter "
-                                 f"'{key}'", hint=f"known: {', '.join(PARAMETER_KEYS)}")
-            try:
-                values[key] = kind(value) if kind is not str else str(value).lower()
-            except (TypeError, ValueError):
-                raise ModelError(f"weights.toml: model '{name}': parameter {key} = {value!r} "
-                                 f"is not a{'n int' if kind is int else ' ' + kind.__name__}")
-        if len([f for f in url_files if f.filename.lower().endswith(".onnx")]) != 1 and url_files:
-            raise ModelError(f"weights.toml: model '{name}': an MDX-Net model has one .onnx file")
+        values = typed_parameters(name, table, PARAMETER_KEYS, "an MDX-Net", url_files,
+                                  ".onnx", lower_strings=True)
         return MDXConfig(**values), url_files
 
     def details(self, spec: "ModelSpec") -> dict:
         return {"parameters": spec.config.as_dict()}
 
     def detail_lines(self, spec: "ModelSpec") -> list[tuple[str, str]]:
-        values = spec.config.as_dict()
-        return [("parameters", ", ".join(f"{key} {value}" for key, value in values.items()))] if values else []
+        return parameter_lines(spec.config.as_dict())
 
     def fetch(self, spec, *, offline, progress=None, options=None) -> Fetched:
         from .onnx_runner import check_uvr_hash

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ...errors import ModelError, UsageError
-from ..base import ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec
+from ..base import (ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec, parameter_lines,
+                    typed_parameters)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...engine import Network
@@ -79,34 +80,14 @@ class VRFamily(Family):
 
     def parse(self, name: str, table: Mapping[str, Any],
               url_files: tuple["ModelFile", ...]) -> tuple[VRConfig, tuple["ModelFile", ...]]:
-        unknown = sorted(set(table) - {"parameters"})
-        if unknown:
-            raise ModelError(f"weights.toml: model '{name}': unknown key '{unknown[0]}' for a "
-                             "VR model", hint="its settings go in parameters = { ... }")
-        parameters = table.get("parameters", {})
-        if not isinstance(parameters, dict):
-            raise ModelError(f"weights.toml: model '{name}': parameters must be a table")
-        values = {}
-        for key, value in parameters.items():
-            kind = PARAMETER_KEYS.get(key)
-            if kind is None:
-                raise ModelError(f"weights.toml: model '{name}': unknown VR parameter '{key}'",
-                                 hint=f"known: {', '.join(PARAMETER_KEYS)}")
-            try:
-                values[key] = kind(value)
-            except (TypeError, ValueError):
-                raise ModelError(f"weights.toml: model '{name}': parameter {key} = {value!r} "
-                                 f"is not a{'n int' if kind is int else ' ' + kind.__name__}")
-        if url_files and len([f for f in url_files if f.filename.lower().endswith(".pth")]) != 1:
-            raise ModelError(f"weights.toml: model '{name}': a VR model has one .pth file")
+        values = typed_parameters(name, table, PARAMETER_KEYS, "a VR", url_files, ".pth")
         return VRConfig(**values), url_files
 
     def details(self, spec: "ModelSpec") -> dict:
         return {"parameters": spec.config.as_dict()}
 
     def detail_lines(self, spec: "ModelSpec") -> list[tuple[str, str]]:
-        values = spec.config.as_dict()
-        return [("parameters", ", ".join(f"{k} {v}" for k, v in values.items()))] if values else []
+        return parameter_lines(spec.config.as_dict())
 
     def fetch(self, spec, *, offline, progress=None, options=None) -> Fetched:
         from ..mdx.onnx_runner import check_uvr_hash  # UVR's hash: one definition, one check
