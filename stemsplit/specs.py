@@ -53,6 +53,8 @@ class ModelFile:
     required: bool = True
     kind: str = "url"
     path: str | None = None
+    sha512: str | None = None
+    """A full sha512 digest its publisher (or a packager) recorded, checked on download."""
 
     @property
     def sha256_is_prefix(self) -> bool:
@@ -109,6 +111,14 @@ def parse_digest(value: object, where: str) -> str:
     digest = str(value).strip().lower()
     if not _HEX.fullmatch(digest):
         raise ModelError(f"weights.toml: {where}: sha256 must be 8 to 64 hex digits, not {value!r}")
+    return digest
+
+
+def parse_sha512(value: object, where: str) -> str:
+    """A full sha512 hex digest from weights.toml, lower case."""
+    digest = str(value).strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{128}", digest):
+        raise ModelError(f"weights.toml: {where}: sha512 must be 128 hex digits")
     return digest
 
 

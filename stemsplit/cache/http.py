@@ -201,14 +201,16 @@ class NetworkFailure(Exception):
 
 
 def _download(url: str, destination: Path, expected: str | None,
-              progress: ProgressCallback | None = None) -> str:
+              progress: ProgressCallback | None = None, sha512: str | None = None) -> str:
     """Stream ``url`` to a unique temporary file beside ``destination``, check the sha256
-    (``expected``: a digest or a prefix of one), then rename into place; the full digest.
-    Nothing is left behind on failure (a network error, a mismatch, Ctrl-C)."""
+    (``expected``: a digest or a prefix of one) and the ``sha512`` where one is recorded,
+    then rename into place; the full sha256 digest. Nothing is left behind on failure (a
+    network error, a mismatch, Ctrl-C)."""
     import http.client
 
     temporary = destination.parent / f".{destination.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.part"
     digest = hashlib.sha256()
+    digest512 = hashlib.sha512() if sha512 is not None else None
     try:
         try:
             response = _open_url(url)
@@ -235,6 +237,8 @@ def _download(url: str, destination: Path, expected: str | None,
                     break
                 output.write(chunk)
                 digest.update(chunk)
+                if digest512 is not None:
+                    digest512.update(chunk)
                 done += len(chunk)
                 if progress is not None:
                     progress(destination.name, done, total)
@@ -247,6 +251,12 @@ def _download(url: str, destination: Path, expected: str | None,
             raise ChecksumError(
                 f"{url}: downloaded file's sha256 starts with {actual[: max(len(expected), 12)]}, "
                 f"expected {expected}; nothing was kept",
+                hint="retry later; if it persists the server copy or a proxy is corrupting it",
+            )
+        if digest512 is not None and digest512.hexdigest() != sha512:
+            raise ChecksumError(
+                f"{url}: downloaded file's sha512 starts with {digest512.hexdigest()[:16]}, "
+                f"expected {sha512[:16]}...; nothing was kept",
                 hint="retry later; if it persists the server copy or a proxy is corrupting it",
             )
         os.replace(temporary, destination)
@@ -266,11 +276,14 @@ def _waiting(filename: str) -> Callable[[], None]:
 
 def fetch_url_file(url: str, destination: Path, expected: str | None, *,
                    progress: ProgressCallback | None = None,
-                   store: ChecksumStore | None = None) -> tuple[Path, bool]:
+                   store: ChecksumStore | None = None,
+                   sha512: str | None = None) -> tuple[Path, bool]:
     """``destination``, downloading it from ``url`` unless a good copy is there; (path,
     whether it was downloaded now). Holds the target's lock throughout, so that a second
     process waits for the first and then finds its file. A copy that fails ``expected`` (or
-    the digest remembered for it) is deleted; a download that fails it is fetched once more.
+    the digest remembered for it) is deleted; a download that fails it (or ``sha512``, a
+    full digest checked on download; the sha256 remembered then guards the copy) is fetched
+    once more.
     Raises NetworkFailure, ChecksumError or ModelError."""
     store = store if store is not None else ChecksumStore()
     with file_lock(destination, on_wait=_waiting(destination.name)):
@@ -281,7 +294,7 @@ def fetch_url_file(url: str, destination: Path, expected: str | None, *,
             reject(check, store)
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
             try:
-                digest = _download(url, destination, expected, progress)
+                digest = _download(url, destination, expected, progress, sha512)
             except ChecksumError as error:
                 if attempt == DOWNLOAD_ATTEMPTS:
                     raise
@@ -330,7 +343,8 @@ def _fetch_from_mirrors(file: "ModelFile", destination: Path, unreachable: dict,
                 problems.append(f"{host}: {down}")
             continue
         try:
-            return fetch_url_file(url, destination, file.sha256, progress=progress, store=store)
+            return fetch_url_file(url, destination, file.sha256, progress=progress, store=store,
+                                  sha512=file.sha512)
         except NetworkFailure as failure:
             problems.append(f"{host}: {failure}")
     return None

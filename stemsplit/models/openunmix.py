@@ -73,18 +73,58 @@ class UnmixNet(nn.Module):
         self.output_mean = nn.Parameter(torch.ones(bins))
 
     def forward(self, magnitudes: torch.Tensor) -> torch.Tensor:
+        encoded = self.encode(magnitudes)
+        return self.decode(encoded, self.recur(encoded), magnitudes)
+
+    def encode(self, magnitudes: torch.Tensor) -> torch.Tensor:
+        """Steps 1-2: (batch, channels, bins, frames) -> (frames, batch, hidden)."""
         batch, channels, bins, frames = magnitudes.shape
         # frames first: the LSTM runs along dim 0; (frames, batch, channels, bins)
         mix = magnitudes.permute(3, 0, 1, 2)
         x = (mix[..., : self.max_bin] + self.input_mean) * self.input_scale
         x = torch.tanh(self.bn1(self.fc1(x.reshape(frames * batch, -1))))
-        x = x.reshape(frames, batch, self.hidden)
-        x = torch.cat([x, self.lstm(x)[0]], dim=-1).reshape(frames * batch, -1)
+        return x.reshape(frames, batch, self.hidden)
+
+    def recur(self, encoded: torch.Tensor) -> torch.Tensor:
+        """Step 3's LSTM over the frames: (frames, batch, hidden) -> the same."""
+        return self.lstm(encoded)[0]
+
+    def decode(self, encoded: torch.Tensor, recurrent: torch.Tensor,
+               magnitudes: torch.Tensor) -> torch.Tensor:
+        """Steps 3 (the concatenation) to 5: the target's magnitudes, shaped as the input."""
+        batch, channels, bins, frames = magnitudes.shape
+        x = torch.cat([encoded, recurrent], dim=-1).reshape(frames * batch, -1)
         x = F.relu(self.bn2(self.fc2(x)))
         x = self.bn3(self.fc3(x)).reshape(frames, batch, channels, bins)
         # in place: these full-spectrum temporaries are the network's largest (inference only)
         mask = x.mul_(self.output_scale).add_(self.output_mean).relu_()
-        return mask.mul_(mix).permute(1, 2, 3, 0)
+        return mask.mul_(magnitudes.permute(3, 0, 1, 2)).permute(1, 2, 3, 0)
+
+
+def _in_parallel(functions: Sequence, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``[f(x) for f, x in zip(functions, inputs)]``, on up to torch's thread count of Python
+    threads at once. For the targets' LSTMs: an LSTM steps through the frames one small
+    matrix product at a time, which one core does about as fast as several, so one LSTM
+    per core is what uses them (same arithmetic, same results). Each thread runs with the
+    caller's grad/inference mode and autocast (they are per thread in PyTorch)."""
+    workers = min(len(functions), torch.get_num_threads())
+    if workers < 2:
+        return [function(x) for function, x in zip(functions, inputs)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    inference = torch.is_inference_mode_enabled()
+    grad = torch.is_grad_enabled()
+    device = inputs[0].device.type
+    autocast = torch.is_autocast_enabled(device)
+    dtype = torch.get_autocast_dtype(device)
+
+    def run(function, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad), \
+                torch.autocast(device, dtype=dtype, enabled=autocast):
+            return function(x)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="stemsplit-lstm") as pool:
+        return list(pool.map(run, functions, inputs))
 
 
 def state_dimensions(state: dict) -> dict:
@@ -145,8 +185,11 @@ class UnmixSeparator(nn.Module):
                 magnitudes = magnitudes.mean(dim=1, keepdim=True)
         # (B, C', F, T, targets): each network's estimate, in float32 whatever autocast gives
         estimates = magnitudes.new_empty(*magnitudes.shape, len(self.targets))
+        encoded = [target.encode(magnitudes) for target in self.targets]
+        recurrent = _in_parallel([target.recur for target in self.targets], encoded)
         for index, target in enumerate(self.targets):
-            estimates[..., index] = target(magnitudes)
+            estimates[..., index] = target.decode(encoded[index], recurrent[index], magnitudes)
+            encoded[index] = recurrent[index] = None
         del magnitudes
         with torch.autocast(audio.device.type, enabled=False):
             return self._filter_and_invert(estimates, spec, length)
@@ -187,9 +230,18 @@ class UnmixSeparator(nn.Module):
 
     def _overlap_add(self, pieces: torch.Tensor) -> torch.Tensor:
         """(S, C, t, n_fft) windowed frames -> (S, C, (t - 1) * hop + n_fft), frame k added
-        at k * hop."""
+        at k * hop. With n_fft a whole number r of hops (openunmix's 4): r strided adds of
+        (t, hop) blocks, in the order ``fold`` sums them; else ``fold``."""
         stems, channels, count, n_fft = pieces.shape
-        folded = F.fold(pieces.reshape(stems * channels, count, n_fft).transpose(1, 2),
-                        output_size=(1, (count - 1) * self.hop + n_fft),
-                        kernel_size=(1, n_fft), stride=(1, self.hop))
-        return folded.reshape(stems, channels, -1)
+        hop = self.hop
+        if n_fft % hop:
+            folded = F.fold(pieces.reshape(stems * channels, count, n_fft).transpose(1, 2),
+                            output_size=(1, (count - 1) * hop + n_fft),
+                            kernel_size=(1, n_fft), stride=(1, hop))
+            return folded.reshape(stems, channels, -1)
+        ratio = n_fft // hop
+        blocks = pieces.reshape(stems, channels, count, ratio, hop)
+        out = pieces.new_zeros(stems, channels, count + ratio - 1, hop)
+        for part in range(ratio):
+            out[:, :, part : part + count] += blocks[:, :, :, part]
+        return out.reshape(stems, channels, -1)

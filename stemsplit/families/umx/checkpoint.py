@@ -49,10 +49,12 @@ def build_network(state: dict, config: UmxConfig, label: str) -> Any:
     if dimensions["bins"] != config.n_fft // 2 + 1:
         raise ModelError(f"{label}: a network of {dimensions['bins']} bins does not fit an "
                          f"STFT of {config.n_fft} (n_fft // 2 + 1 = {config.n_fft // 2 + 1})")
-    network = UnmixNet(**dimensions)
+    with torch.device("meta"):  # no default initialisation: every weight comes from state
+        network = UnmixNet(**dimensions)
     own = network.state_dict()
     try:
-        network.load_state_dict({key: state[key] for key in own if key in state}, strict=True)
+        network.load_state_dict({key: _like(state[key], own[key]) for key in own
+                                 if key in state}, strict=True, assign=True)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
         raise ModelError(f"{label}: its weights do not fit an Open-Unmix network ({first})") \
@@ -61,6 +63,11 @@ def build_network(state: dict, config: UmxConfig, label: str) -> Any:
     for parameter in network.parameters():
         parameter.requires_grad_(False)
     return network
+
+
+def _like(value: Any, own: Any) -> Any:
+    """A stored tensor in the dtype of the network's own (meta) tensor, contiguous."""
+    return value.to(own.dtype).contiguous() if hasattr(value, "to") else value
 
 
 def build_separator(states: Mapping[str, dict], config: UmxConfig,
