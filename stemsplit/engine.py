@@ -22,7 +22,16 @@ cut and put back together as one ``Chunking`` value, built by its family:
   deviation of the whole track's mono mix (measured beforehand, see ``MixStatistics``; the
   stems are scaled back), or the raw mixture;
 * ``overlap_rule``: overlapping chunks are averaged with their window weights, or summed
-  (pieces of one overlap-add).
+  (pieces of one overlap-add);
+* ``positioned``: the forward is told where its chunks are (``ChunkPlace``: each input's
+  first sample in the track, the track's length, what a pre-pass measured, and a state the
+  pass keeps between its chunks), for networks whose chunk output depends on its place in
+  the track; ``chunks_per_call`` caps the chunks per forward call below the batch size
+  (networks that batch inside a chunk).
+
+A network may need a statistic of the whole track before its first chunk (a maximum, say):
+its ``Prepass`` measures each of its chunk inputs in a first pass over the mixture blocks
+(``measure_track``), folded into one value the forward then reads from ``ChunkPlace``.
 
 With shifts, each pass sees the chunk grid moved by a random number of samples in
 [0, max_shift_seconds] (zeros in front), and the passes are averaged; the offsets come from
@@ -39,8 +48,8 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -120,7 +129,14 @@ class Chunking:
     overlap-add, such as an inverse STFT over blocks of frames; ``window`` must be
     rectangular)."""
 
+    positioned: bool = False
+    """The forward is called as forward(batch, place) with a ``ChunkPlace``."""
+    chunks_per_call: int | None = None
+    """At most this many chunks per forward call (None: the run's batch size)."""
+
     def __post_init__(self) -> None:
+        if self.chunks_per_call is not None and self.chunks_per_call < 1:
+            raise ValueError("chunks_per_call must be >= 1")
         if self.overlap_rule not in OVERLAP_RULES:
             raise ValueError(f"unknown overlap rule {self.overlap_rule!r}")
         if self.overlap_rule == "sum" and self.window.kind != "rectangular":
@@ -137,6 +153,31 @@ class Chunking:
             raise ValueError("input_length applies only with fill 'none'")
 
 
+@dataclass
+class ChunkPlace:
+    """Where a positioned forward's chunks are (see ``Chunking.positioned``)."""
+
+    read_starts: tuple[int, ...]
+    """Per input of the batch, the track sample its first sample is (negative in front of
+    the track, where the input holds zeros or a border)."""
+    total_frames: int
+    measured: Any
+    """What the network's ``Prepass`` measured of the whole track (None without one)."""
+    state: dict
+    """Kept between the chunks of one pass over one track (they come in order): a forward's
+    own carry-over from one chunk to the next."""
+
+
+@dataclass(frozen=True)
+class Prepass:
+    """A statistic of the whole track that a network needs before its first chunk: each
+    batch of its chunk inputs (as the forward will get them) is ``measure``d, the values
+    folded with ``combine`` (``measure_track``)."""
+
+    measure: Callable[[torch.Tensor, ChunkPlace], Any]
+    combine: Callable[[Any, Any], Any]
+
+
 @dataclass(frozen=True)
 class Network:
     """One member of a bag, as the engine sees it."""
@@ -145,6 +186,10 @@ class Network:
     chunking: Chunking
     stem_weights: tuple[float, ...]
     """Weight of this network's estimate of each stem in the bag average."""
+    prepass: Prepass | None = None
+    """A whole-track statistic to measure before the first chunk (``measure_track``)."""
+    measured: Any = None
+    """Its value, once measured."""
 
     @property
     def segment_length(self) -> int:
@@ -300,6 +345,8 @@ class _Pass:
         self._triangle = (transition_window(self.segment_length, window.power, device)
                           if window.kind == "triangle" else None)
         self._cache: dict[tuple[int, bool, bool], torch.Tensor] = {}
+        self.state: dict = {}
+        """A positioned forward's carry-over between this pass's chunks."""
         # Overlap-add accumulators over [acc_start, acc_start + acc.shape[-1]).
         self.acc_start = self.grid_start
         self.acc = torch.zeros(stems, channels, 0, device=device)
@@ -555,16 +602,11 @@ class StreamingSeparator:
             members = [(network, member_delays) for network, member_delays in members
                        if any(network.stem_weights[stem] != 0 for stem in needed)]
         self._networks = [network for network, _ in members]
-        normalise = {network.chunking.normalise for network in self._networks}
-        if len(normalise) > 1:
-            raise ValueError("a bag cannot mix networks that normalise the mixture differently")
-        normalisation = normalise.pop() if normalise else None
-        self._mean = self.statistics.mean
-        self._scale = 1.0
-        self._normalise = normalisation is not None
-        if normalisation is not None:
-            scale = self.statistics.scale(normalisation)
-            self._scale = scale if scale > 0 else 1.0
+        if any(network.prepass is not None for network in self._networks):
+            raise ValueError("a network's pre-pass has not been measured (measure_track)")
+        normalising = _normalising(self._networks, self.statistics)
+        self._normalise = normalising is not None
+        self._mean, self._scale = normalising or (self.statistics.mean, 1.0)
         self._passes: list[list[_Pass]] = [
             [
                 _Pass(network, self.total_frames, delay, self.stems, self.channels,
@@ -612,7 +654,8 @@ class StreamingSeparator:
         for member_passes, member_pending in zip(self._passes, self._pending):
             for one_pass, pending in zip(member_passes, member_pending):
                 while True:
-                    chunks = one_pass.ready_chunks(available, self.settings.batch_size)
+                    chunks = one_pass.ready_chunks(available, _per_call(one_pass.chunking,
+                                                                        self.settings))
                     if not chunks:
                         break
                     self._forward(one_pass, chunks)
@@ -623,22 +666,14 @@ class StreamingSeparator:
         )
         return self._combine()
 
-    def _network_input(self, one_pass: _Pass, chunk: _Chunk) -> torch.Tensor:
-        """A chunk as its network takes it: read, then filled up to a whole chunk."""
-        piece = self._input.read(chunk.read_start, chunk.read_length, self.total_frames,
-                                 one_pass.reflect)
-        chunking = one_pass.chunking
-        missing = chunking.length - piece.shape[-1]
-        if chunking.fill == "none" or missing <= 0:
-            return piece
-        reflect = chunking.fill == "reflect" and piece.shape[-1] > chunking.length // 2
-        return torch.nn.functional.pad(piece[None], (0, missing),
-                                       mode="reflect" if reflect else "constant")[0]
-
     def _forward(self, one_pass: _Pass, chunks: list[_Chunk]) -> None:
-        batch = torch.stack([self._network_input(one_pass, c) for c in chunks])
+        batch = torch.stack([_network_input(self._input, one_pass, c, self.total_frames)
+                             for c in chunks])
         with torch.inference_mode():
-            estimates = one_pass.network.forward(batch)
+            if one_pass.chunking.positioned:
+                estimates = one_pass.network.forward(batch, _place(one_pass, chunks))
+            else:
+                estimates = one_pass.network.forward(batch)
         filled = one_pass.chunking.fill != "none"
         for chunk, estimate in zip(chunks, estimates):
             # A filled chunk starts its input; otherwise it sits in the middle of it.
@@ -679,6 +714,91 @@ class StreamingSeparator:
         return outputs
 
 
+def _network_input(window: _InputWindow, one_pass: _Pass, chunk: _Chunk,
+                   total_frames: int) -> torch.Tensor:
+    """A chunk as its network takes it: read, then filled up to a whole chunk."""
+    piece = window.read(chunk.read_start, chunk.read_length, total_frames, one_pass.reflect)
+    chunking = one_pass.chunking
+    missing = chunking.length - piece.shape[-1]
+    if chunking.fill == "none" or missing <= 0:
+        return piece
+    reflect = chunking.fill == "reflect" and piece.shape[-1] > chunking.length // 2
+    return torch.nn.functional.pad(piece[None], (0, missing),
+                                   mode="reflect" if reflect else "constant")[0]
+
+
+def _place(one_pass: _Pass, chunks: list[_Chunk]) -> ChunkPlace:
+    return ChunkPlace(tuple(chunk.read_start for chunk in chunks), one_pass.total_frames,
+                      one_pass.network.measured, one_pass.state)
+
+
+def _per_call(chunking: Chunking, settings: SeparationSettings) -> int:
+    if chunking.chunks_per_call is None:
+        return settings.batch_size
+    return min(settings.batch_size, chunking.chunks_per_call)
+
+
+def _normalising(networks: Sequence[Network], statistics: MixStatistics) -> tuple[float, float] | None:
+    """(mean, scale) the mixture is normalised with for ``networks`` (None: raw)."""
+    normalise = {network.chunking.normalise for network in networks}
+    if len(normalise) > 1:
+        raise ValueError("a bag cannot mix networks that normalise the mixture differently")
+    normalisation = normalise.pop() if normalise else None
+    if normalisation is None:
+        return None
+    scale = statistics.scale(normalisation)
+    return statistics.mean, scale if scale > 0 else 1.0
+
+
+def measure_track(networks: Sequence[Network], blocks, total_frames: int, channels: int,
+                  statistics: MixStatistics, device: torch.device | str = "cpu",
+                  ) -> list[Network]:
+    """``networks`` with each ``Prepass`` measured: the mixture's (channels, time) blocks
+    (an iterable, read only if some network has a pre-pass) go through each such network's
+    chunk grid once (no shift), its chunk inputs measured and folded; the networks come
+    back with ``measured`` set and no pre-pass. Memory as in a separation pass: the inputs
+    of one batch of chunks."""
+    waiting = [index for index, network in enumerate(networks) if network.prepass is not None]
+    if not waiting:
+        return list(networks)
+    device = torch.device(device)
+    normalising = _normalising(networks, statistics)
+    passes = {index: _Pass(networks[index], total_frames, 0, 1, channels, device)
+              for index in waiting}
+    values: dict[int, Any] = {}
+    window = _InputWindow(channels, device)
+    settings = SeparationSettings()
+
+    def measure_ready() -> None:
+        for index, one_pass in passes.items():
+            prepass = networks[index].prepass
+            assert prepass is not None
+            while chunks := one_pass.ready_chunks(window.end, _per_call(one_pass.chunking,
+                                                                        settings)):
+                batch = torch.stack([_network_input(window, one_pass, chunk, total_frames)
+                                     for chunk in chunks])
+                with torch.inference_mode():
+                    value = prepass.measure(batch, _place(one_pass, chunks))
+                values[index] = (value if index not in values
+                                 else prepass.combine(values[index], value))
+                one_pass.next_chunk = chunks[-1].index + 1
+        window.drop_before(min(p.needed_from() for p in passes.values()))
+
+    for block in blocks:
+        block = torch.as_tensor(block).to(device, torch.float32)
+        if normalising is not None:
+            block = (block - normalising[0]) / normalising[1]
+        window.append(block)
+        if window.end > total_frames:
+            raise ValueError("more input than total_frames")
+        measure_ready()
+    measure_ready()
+    if window.end != total_frames:
+        raise ValueError(f"expected {total_frames} frames of input, got {window.end}")
+    return [replace(network, prepass=None, measured=values.get(index))
+            if index in passes else network for index, network in enumerate(networks)]
+
+
 def _pop_frames(pending: deque[torch.Tensor], count: int) -> torch.Tensor:
     """Remove and return the first ``count`` frames of a queue of (S, C, n) blocks."""
     pieces = []
@@ -707,6 +827,10 @@ def separate_tensor(
     statistics = MixStatistics()
     statistics.update(mix)
     stems = len(networks[0].stem_weights)
+    networks = measure_track(
+        networks, (mix[..., begin : begin + block_frames]
+                   for begin in range(0, mix.shape[-1], block_frames)),
+        mix.shape[-1], mix.shape[0], statistics, device)
     separator = StreamingSeparator(
         networks=networks, total_frames=mix.shape[-1], channels=mix.shape[0], stems=stems,
         sample_rate=sample_rate, statistics=statistics, settings=settings, device=device, progress=progress,

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import audio
-from .engine import MixStatistics, SeparationSettings, StreamingSeparator
+from .engine import MixStatistics, SeparationSettings, StreamingSeparator, measure_track
 from .ensemble import Ensemble, as_ensemble, run_ensemble
 from .errors import InputError, OutputError, StemsplitError, UsageError
 from .families.base import ChunkingRequest, LoadedModel
@@ -71,8 +71,12 @@ def _run_engine(
 ) -> None:
     """Separate the mixture that ``blocks()`` yields with one model, calling emit(stem,
     block) in order for each of ``names`` (the model's own stems)."""
+    # Networks that need a whole-track statistic first read the mixture once more for it.
+    networks = measure_track(model.engine_networks(chunking),
+                             (torch.from_numpy(block) for block in blocks()),
+                             statistics.frames, model.audio_channels, statistics, model.device)
     separator = StreamingSeparator(
-        networks=model.engine_networks(chunking), total_frames=statistics.frames,
+        networks=networks, total_frames=statistics.frames,
         channels=model.audio_channels, stems=len(model.network_sources),
         sample_rate=model.sample_rate, statistics=statistics, settings=settings,
         device=model.device, progress=progress,

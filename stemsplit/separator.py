@@ -104,7 +104,8 @@ class Separator:
             self.settings = SeparationSettings(shifts=shifts, seed=seed, batch_size=batch_size)
         except ValueError as error:
             raise UsageError(str(error)) from None
-        self.chunking = ChunkingRequest(segment_seconds=segment_seconds, overlap=overlap)
+        self.chunking = ChunkingRequest(segment_seconds=segment_seconds, overlap=overlap,
+                                        shifts=shifts, batch_size=batch_size)
         self.progress = progress
         self._lock = threading.Lock()
         self._owns_models = not isinstance(model, (Ensemble, LoadedModel))

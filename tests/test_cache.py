@@ -611,3 +611,23 @@ def test_interrupted_download_leaves_no_file(file_server) -> None:
         resolve_demucs_model(spec, offline=False, progress=interrupt)
     assert _no_partial_files(torch_hub_checkpoints_dir()) == []
     assert resolve_demucs_model(spec, offline=False).member_paths[0].read_bytes() == th.read_bytes()
+
+
+def test_a_recorded_sha512_is_checked_on_download(file_server, tmp_path: Path) -> None:
+    """weights.toml's ``sha512`` (umxse's): a download that matches is kept; one that does
+    not is fetched once more, then refused, nothing kept."""
+    from stemsplit.cache.http import fetch_url_file
+
+    payload = os.urandom(50_000)
+    (file_server.root / "w.pth").write_bytes(payload)
+    good = hashlib.sha512(payload).hexdigest()
+    destination = tmp_path / "cache" / "w.pth"
+    path, fetched = fetch_url_file(file_server.url + "w.pth", destination, None, sha512=good)
+    assert fetched and path.read_bytes() == payload
+    path.unlink()
+    with pytest.raises(ChecksumError, match="sha512") as caught:
+        fetch_url_file(file_server.url + "w.pth", destination, None, sha512="0" * 128)
+    assert "\n" not in str(caught.value)
+    assert sorted(p.name for p in destination.parent.iterdir()) == []
+    entry = next(f for f in REGISTRY.models["umxse"].files if f.filename.startswith("speech"))
+    assert entry.sha512 is not None and len(entry.sha512) == 128

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from stemsplit.engine import (
+    ChunkPlace,
     Chunking,
     MixStatistics,
     Network,
     Normalisation,
+    Prepass,
     SeparationSettings,
     StreamingSeparator,
     Window,
@@ -358,3 +360,44 @@ def test_summed_chunks_are_one_overlap_add():
     torch.testing.assert_close(out[0], mix, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="no window"):
         Chunking(200, 100, Window("hann"), overlap_rule="sum")
+
+
+def test_a_prepass_measures_the_whole_track_before_positioned_chunks():
+    """measure_track feeds each chunk input (as the forward will get it) to the network's
+    Prepass and folds the values; the positioned forward then sees that value, where its
+    chunks sit, and a state kept across the pass; a network not measured is refused."""
+    from stemsplit.engine import measure_track
+
+    total, length, context = 10_000, 3_000, 200
+    mix = torch.randn(2, total, generator=torch.Generator().manual_seed(3))
+    seen: list[tuple[int, ...]] = []
+
+    def measure(inputs: torch.Tensor, place: ChunkPlace) -> float:
+        return float(inputs.abs().max())
+
+    def forward(inputs: torch.Tensor, place: ChunkPlace) -> torch.Tensor:
+        seen.append(place.read_starts)
+        place.state["calls"] = place.state.get("calls", 0) + 1
+        assert place.total_frames == total
+        # the mixture scaled by the measured maximum, as a one-stem estimate
+        return (inputs / place.measured)[:, None]
+
+    chunking = Chunking(length=length, stride=length, window=Window("rectangular"),
+                        input_length=lambda n: n + 2 * context, normalise=None,
+                        positioned=True, chunks_per_call=1)
+    network = Network(forward=forward, chunking=chunking, stem_weights=(1.0,),
+                      prepass=Prepass(measure=measure, combine=max))
+    statistics = MixStatistics()
+    statistics.update(mix)
+    with pytest.raises(ValueError, match="pre-pass"):
+        StreamingSeparator([network], total, 2, 1, 44100, statistics)
+    blocks = [mix[:, start : start + 777] for start in range(0, total, 777)]
+    (measured,) = measure_track([network], blocks, total, 2, statistics)
+    assert measured.prepass is None and measured.measured == float(mix.abs().max())
+    separator = StreamingSeparator([measured], total, 2, 1, 44100, statistics,
+                                   SeparationSettings(batch_size=4))
+    outputs = [out for block in blocks for out in separator.push(block)] + separator.finish()
+    stems = torch.cat(outputs, dim=-1)
+    torch.testing.assert_close(stems[0], mix / mix.abs().max(), rtol=0, atol=0)
+    assert seen == [(start - context,) for start in range(0, total, length)]  # one per call
+    assert separator._passes[0][0].state["calls"] == len(seen)

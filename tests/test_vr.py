@@ -198,17 +198,33 @@ def test_naive_bf16_path_runs(tmp_path):
     from stemsplit.precision import Precision
 
     vr = family_named("vr")
-    pth = write_cascaded_pth(tmp_path / "p.pth", 672, 16, 32)
-    options = {"vr_params": "4band_v3", "primary_stem": "Instrumental", "nout": 16,
-               "nout_lstm": 32}
+    # narrow and short: where the CPU lacks bf16, PyTorch's bf16 convolutions are its slow
+    # reference ones (about 70x fp32)
+    pth = write_cascaded_pth(tmp_path / "p.pth", 672, 4, 8)
+    options = {"vr_params": "4band_v3", "primary_stem": "Instrumental", "nout": 4,
+               "nout_lstm": 8, "window_size": 320}
     model = vr.load_local(pth, None, options, torch.device("cpu"))
     vr.set_precision(model, Precision("bf16"))
     assert model.autocast_dtype == torch.bfloat16
-    network = model.engine_networks()[0]
-    mix = torch.from_numpy(song_mix(1.0))[None]
-    stems = network.forward(mix)
-    assert stems.shape == (1, 2, 2, mix.shape[-1]) and stems.dtype == torch.float32
+    from stemsplit.engine import SeparationSettings, separate_tensor
+
+    mix = torch.from_numpy(song_mix(0.5))
+    stems = separate_tensor(mix, model.engine_networks(), SAMPLE_RATE, SeparationSettings())
+    assert stems.shape == (2, 2, mix.shape[-1]) and stems.dtype == torch.float32
     assert torch.isfinite(stems).all() and stems.abs().max() > 0
+
+
+def _registry_entry(name: str, url: str, parameters: str) -> str:
+    """A weights.toml entry of a VR model served at ``url``."""
+    return f'''[models.{name}]
+family = "vr"
+architecture = "VR Architecture (UVR)"
+description = "test"
+stems = ["accompaniment", "vocals"]
+sample_rate = 44100
+files = [{{ url = "{url}" }}]
+parameters = {{ {parameters} }}
+'''
 
 
 def test_named_model_downloads_through_the_registry_and_is_hash_checked(tmp_path):
@@ -224,17 +240,10 @@ def test_named_model_downloads_through_the_registry_and_is_hash_checked(tmp_path
     song = _song(tmp_path, 1.0)
     with FileServer(root) as server:
         registry = tmp_path / "weights.toml"
-        registry.write_text(f'''default_model = "tiny_vr"
-
-[models.tiny_vr]
-family = "vr"
-architecture = "VR Architecture (UVR)"
-description = "test"
-stems = ["accompaniment", "vocals"]
-sample_rate = 44100
-files = [{{ url = "{server.url}Tiny-VR.pth" }}]
-parameters = {{ uvr_hash = "{uvr_hash(pth)}", vr_params = "4band_v3", primary_stem = "Instrumental", nout = 16, nout_lstm = 32 }}
-''')
+        registry.write_text('default_model = "tiny_vr"\n\n' + _registry_entry(
+            "tiny_vr", f"{server.url}Tiny-VR.pth",
+            f'uvr_hash = "{uvr_hash(pth)}", vr_params = "4band_v3", '
+            'primary_stem = "Instrumental", nout = 16, nout_lstm = 32'))
         env = {**os.environ, "STEMSPLIT_WEIGHTS_TOML": str(registry),
                "STEMSPLIT_CACHE": str(tmp_path / "cache")}
 
@@ -258,55 +267,182 @@ parameters = {{ uvr_hash = "{uvr_hash(pth)}", vr_params = "4band_v3", primary_st
         assert "UVR hash" in third.stderr.decode() or "sha256" in third.stderr.decode().lower()
 
 
-def _window_mask(offset: int):
+def test_candidate_hashes_accept_only_their_files(tmp_path):
+    """An entry whose file's own UVR hash is unknown lists the hashes of UVR's rows with its
+    parameters: a download with one of them is kept, any other is deleted with one error."""
+    from stemsplit.families.mdx.onnx_runner import uvr_hash
+    from tests.checkpoints import FileServer
+
+    root = tmp_path / "served"
+    root.mkdir()
+    pth = write_cascaded_pth(root / "Tiny-VR.pth", 672, 16, 32, seed=4)
+    other = "0" * 32
+    with FileServer(root) as server:
+        registry = tmp_path / "weights.toml"
+        entries = [_registry_entry(name, f"{server.url}Tiny-VR.pth",
+                                   f"uvr_hash_candidates = {candidates!r}, ".replace("'", '"')
+                                   + 'vr_params = "4band_v3", primary_stem = "Instrumental"')
+                   for name, candidates in (("good", [other, uvr_hash(pth)]),
+                                            ("bad", [other]))]
+        registry.write_text('default_model = "good"\n\n' + "\n".join(entries))
+        env = {**os.environ, "STEMSPLIT_WEIGHTS_TOML": str(registry)}
+        for name, ok in (("good", True), ("bad", False)):
+            env["STEMSPLIT_CACHE"] = str(tmp_path / f"cache-{name}")
+            result = subprocess.run([sys.executable, "-m", "stemsplit", "models", "download",
+                                     name], env=env, capture_output=True, timeout=300)
+            message = result.stderr.decode()
+            assert (result.returncode == 0) == ok, message
+            if not ok:
+                assert "UVR hash" in message and other in message
+                assert not list((tmp_path / "cache-bad").rglob("Tiny-VR.pth"))
+
+
+class _WindowMask(torch.nn.Module):
     """A stand-in network whose mask depends on its whole window (a window cut anywhere
     else than UVR's grid gives another mask)."""
-    def network(windows: torch.Tensor) -> torch.Tensor:
+
+    def __init__(self, offset: int) -> None:
+        super().__init__()
+        self.offset = offset
+
+    def predict_mask(self, windows: torch.Tensor) -> torch.Tensor:
         mask = torch.sigmoid(4 * (windows - windows.mean(dim=(2, 3), keepdim=True)))
-        return mask[..., offset:-offset]
-    return network
+        return mask[..., self.offset : -self.offset]
+
+
+def _streamed_and_whole(separator, seconds: float, batch: int, block_frames: int):
+    """The engine's stems (pre-pass, then positioned chunks of one alignment step) and
+    UVR's whole-track computation, for the same mixture."""
+    from stemsplit.engine import SeparationSettings, separate_tensor
+    from stemsplit.families.vr.streaming import engine_network
+    from stemsplit.models.vr_stream import ChunkPlan
+
+    align = ChunkPlan.of(separator.config, separator.settings, separator.network.offset).align
+    network = engine_network(separator, batch, chunk_frames=align)
+    assert network.prepass is not None and network.chunking.positioned
+    mix = song_mix(seconds)
+    streamed = separate_tensor(torch.from_numpy(mix), [network], SAMPLE_RATE,
+                               SeparationSettings(batch_size=2),
+                               block_frames=block_frames).numpy()
+    assert streamed.shape[-1] >= 3 * network.chunking.length  # several chunks
+    return streamed, separator.separate(mix)
+
+
+def _assert_same_stems(streamed: np.ndarray, whole) -> None:
+    for index in range(2):
+        end = whole[index].shape[-1]
+        assert np.abs(streamed[index, :, :end] - whole[index]).max() < 1e-5
+        assert not streamed[index, :, end:].any()
 
 
 @pytest.mark.parametrize("params, seconds, options", [
     ("4band_v3", 20.0, dict(tta=True, high_end=True)),
-    ("2band_32000", 50.0, dict(window=320)),
+    ("2band_32000", 34.0, dict(window=320)),
     ("3band_44100_msb2", 12.0, dict(aggression=-20)),
 ])
 def test_chunks_give_the_whole_track_stems(params, seconds, options):
-    """vr_stream's chunks (one grid step each, here) against the whole-track computation:
-    the same stems (polyphase, resampy, libsamplerate and soxr resamplers; a fractional
-    hop at 44.1 kHz; TTA; high-end mirroring; the older nets' mid/side-b2 channels)."""
-    from stemsplit.families.vr.network import band_config_of
-    from stemsplit.models.vr_mask import aggression_exponents, apply_aggression, mask_of
-    from stemsplit.models.vr_spectrum import Settings, prepare
-    from stemsplit.models.vr_synthesis import stems_from_mask
-    from stemsplit.models.vr_stream import ChunkPlan, separate_chunks
+    """Through the engine, chunk by chunk after the pre-pass, against the whole-track
+    computation: the same stems (polyphase, resampy, libsamplerate and soxr resamplers; a
+    fractional hop at 44.1 kHz; TTA; high-end mirroring; the older nets' mid/side-b2
+    channels)."""
+    from stemsplit.families.vr.network import VRSeparator, band_config_of
+    from stemsplit.families.vr.params import ModelFacts
+    from stemsplit.models.vr_spectrum import Settings
 
-    config = band_config_of(params)
-    settings = Settings(**options)
     v51 = params != "3band_44100_msb2"
-    offset = 64 if v51 else 128
-    network = _window_mask(offset)
-    mix = song_mix(seconds)
-    prepared = prepare(mix, config, v51, settings.high_end)
-    mask = mask_of(np.abs(prepared.spectrogram), network, offset, settings)
-    exponents = aggression_exponents(settings, "Vocals", None)
-    mask = apply_aggression(mask, config.bands[0].crop[1], exponents)
-    whole = stems_from_mask(prepared, mask, config, v51, settings.high_end)
+    separator = VRSeparator(_WindowMask(64 if v51 else 128), v51, band_config_of(params),
+                            ModelFacts(params=params, primary_stem="Vocals"),
+                            Settings(**options))
+    _assert_same_stems(*_streamed_and_whole(separator, seconds, 1, 1 << 18))
 
-    length = mix.shape[1]
 
-    def read(start, stop):
-        piece = np.zeros((2, stop - start), dtype=np.float32)
-        low, high = max(start, 0), min(stop, length)
-        piece[:, low - start : high - start] = mix[:, low:high]
-        return piece
+def test_the_engine_streams_a_real_network_in_batches(tmp_path):
+    """A v5.1 network, its windows in batches of 3, the mixture in small blocks."""
+    from stemsplit.families import family_named
 
-    step = ChunkPlan.of(config, settings, offset).align
-    blocks = list(separate_chunks(read, length, config, v51, settings, network, offset,
-                                  "Vocals", chunk_frames=step))
-    assert len(blocks) >= 3
-    for index in range(2):
-        chunked = np.concatenate([block[index] for block in blocks], axis=1)
-        assert chunked.shape == whole[index].shape
-        assert np.abs(chunked - whole[index]).max() < 1e-5
+    pth = write_cascaded_pth(tmp_path / "p.pth", 672, 16, 32, seed=3)
+    model = family_named("vr").load_local(
+        pth, None, {"vr_params": "4band_v3", "primary_stem": "Vocals", "nout": 16,
+                    "nout_lstm": 32, "window_size": 320}, torch.device("cpu"))
+    (separator,) = model.networks
+    _assert_same_stems(*_streamed_and_whole(separator, 7.0, 3, 50_000))
+
+
+def test_shifts_and_segments_are_refused_before_any_work(run, tmp_path):
+    from stemsplit.errors import UsageError
+    from stemsplit.families.base import ChunkingRequest
+    from stemsplit.loading import load_model
+
+    song = _song(tmp_path, 0.5)
+    pth = write_cascaded_pth(tmp_path / "p.pth", 672, 16, 32)
+    options = ["--vr-params", "4band_v3", "--primary-stem", "Vocals", "--nout", "16",
+               "--nout-lstm", "32"]
+    result = run(str(song), "--weights", str(pth), *options, "-o", "out", "--shifts", "2")
+    assert result.returncode == 2, result.stderr.decode()
+    assert "--tta" in result.stderr.decode()
+    assert not (tmp_path / "out").exists()
+    model = load_model(weights=pth, options={"vr_params": "4band_v3", "primary_stem": "Vocals",
+                                             "nout": 16, "nout_lstm": 32})
+    for request in (ChunkingRequest(segment_seconds=5), ChunkingRequest(overlap=0.5)):
+        with pytest.raises(UsageError, match="--segment and --overlap"):
+            model.engine_networks(request)
+
+
+_PEAK = r"""
+import json, resource, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+from stemsplit.allocator import keep_freed_memory
+keep_freed_memory()  # as the command line does
+from stemsplit.engine import MixStatistics, SeparationSettings, StreamingSeparator, measure_track
+from stemsplit.families.vr.network import VRSeparator, band_config_of
+from stemsplit.families.vr.params import ModelFacts
+from stemsplit.families.vr.streaming import engine_network
+from stemsplit.models.vr_spectrum import Settings
+
+class Mask(torch.nn.Module):
+    offset = 64
+    def predict_mask(self, windows):
+        return torch.sigmoid(windows[..., self.offset : -self.offset])
+
+params = "1band_sr44100_hl1024"
+separator = VRSeparator(Mask(), True, band_config_of(params),
+                        ModelFacts(params=params, primary_stem="Vocals"), Settings())
+network = engine_network(separator, 4, chunk_frames=768)
+total = int(float(sys.argv[2]) * 44100)
+
+def blocks():
+    generator = torch.Generator().manual_seed(0)
+    for begin in range(0, total, 1 << 16):
+        yield 0.1 * torch.randn(2, min(1 << 16, total - begin), generator=generator)
+
+statistics = MixStatistics()
+(network,) = measure_track([network], blocks(), total, 2, statistics)
+separator = StreamingSeparator([network], total, 2, 2, 44100, statistics, SeparationSettings())
+emitted = 0
+for block in blocks():
+    emitted += sum(out.shape[-1] for out in separator.push(block))
+emitted += sum(out.shape[-1] for out in separator.finish())
+assert emitted == total
+print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+"""
+
+
+def test_peak_memory_does_not_grow_with_the_track(tmp_path):
+    """Pre-pass and chunks through the engine: a 3-minute track peaks within 25% of a
+    1-minute one (a stand-in mask network, 18 s chunks with 18 s of context either side:
+    the 1-minute track already holds a whole segment). The margin is the C allocator's:
+    with the command line's settings the same run's peak settles 7-15% above the first
+    minute's over a few minutes (fragmentation; 1-10 minutes measured 1120-1285 MiB), where
+    a whole-track computation would add hundreds of MiB per minute. Through the CLI with a
+    real-size network, benchmarks/bench_vr_memory.py measured +2.3% from 1 to 10 minutes."""
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    peaks = {}
+    for minutes in (1, 3):
+        result = subprocess.run([sys.executable, "-c", _PEAK, str(root), str(60 * minutes)],
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        peaks[minutes] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert peaks[3] <= 1.25 * peaks[1], peaks

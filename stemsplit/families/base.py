@@ -66,6 +66,10 @@ class ChunkingRequest:
     overlap: float | None = None
     """A fraction in [0, 1) or a whole number >= 2 of chunks per sample, see
     ``engine.overlap_stride``."""
+    shifts: int = 0
+    """The run's ``--shifts`` (a family whose chunks cannot move refuses them here)."""
+    batch_size: int = 1
+    """The run's ``--batch-size`` (a family that batches inside a chunk reads it)."""
 
     def __post_init__(self) -> None:
         if self.segment_seconds is not None and self.segment_seconds <= 0:
@@ -146,14 +150,46 @@ class LoadedModel:
                 for network in networks]
 
 
+def _recurrent_inputs_follow_autocast(network: Any) -> None:
+    """Under autocast, PyTorch runs an LSTM/GRU in the reduced dtype, but on a CPU without
+    native bf16 (AVX2 only) oneDNN cannot build the primitive when the input is still
+    float32 ("could not create a primitive descriptor"). A pre-hook on each recurrent layer
+    of ``network`` (a module, or an object holding modules) hands it its input in the
+    autocast dtype: the arithmetic autocast asks for, on every CPU."""
+    import torch
+
+    roots = ([network] if isinstance(network, torch.nn.Module)
+             else [value for value in vars(network).values()
+                   if isinstance(value, torch.nn.Module)])
+
+    def cast(module: torch.nn.Module, args: tuple) -> tuple | None:
+        if not args or not isinstance(args[0], torch.Tensor):
+            return None
+        device = args[0].device.type
+        if not torch.is_autocast_enabled(device) or args[0].dtype != torch.float32:
+            return None
+        dtype = torch.get_autocast_dtype(device)
+        state = args[1:]
+        if state and isinstance(state[0], (tuple, list)):
+            state = (type(state[0])(t.to(dtype) for t in state[0]),) + state[1:]
+        elif state and isinstance(state[0], torch.Tensor):
+            state = (state[0].to(dtype),) + state[1:]
+        return (args[0].to(dtype),) + tuple(state)
+
+    for root in roots:
+        for module in root.modules():
+            if isinstance(module, torch.nn.RNNBase):
+                module.register_forward_pre_hook(cast)
+
+
 def _autocast(forward: Callable, device_type: str, dtype: "torch.dtype") -> Callable:
     """``forward`` under ``torch.autocast(device_type, dtype)``, its stems back in float32
     (the engine's overlap-add accumulates in float32)."""
     import torch
 
-    def run(mixture: "torch.Tensor") -> "torch.Tensor":
+    def run(mixture: "torch.Tensor", *place) -> "torch.Tensor":
         with torch.autocast(device_type, dtype=dtype):
-            stems = forward(mixture)
+            stems = forward(mixture, *place)
         return stems.float()
 
     return run
@@ -201,6 +237,8 @@ class Family(ABC):
                 network.set_compute_dtype(precision.dtype)
         else:
             model.autocast_dtype = precision.dtype
+            for network in model.networks:
+                _recurrent_inputs_follow_autocast(network)
         model.precision = precision.name
 
     def has_designed_path(self, model: LoadedModel) -> bool:
@@ -340,4 +378,8 @@ def parameter_lines(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``stemsplit models --details``' line for a model's parameters (none when empty)."""
     if not values:
         return []
-    return [("parameters", ", ".join(f"{key} {value}" for key, value in values.items()))]
+
+    def shown(value: Any) -> str:
+        return " | ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    return [("parameters", ", ".join(f"{key} {shown(value)}" for key, value in values.items()))]

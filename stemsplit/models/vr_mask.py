@@ -66,7 +66,8 @@ def mask_of(magnitude: np.ndarray, network: MaskNetwork, offset: int, settings: 
     wanted = range(lo // step, -(-hi // step))
     part = _masks(magnitude, scale, front, back, step, settings.window, network,
                   settings.batch_size, device, wanted)
-    mask[:, :, lo : lo + part.shape[2]] = part[:, :, : total - lo]
+    part = part[:, :, : max(0, total - lo)]
+    mask[:, :, lo : lo + part.shape[2]] = part
     if settings.tta:
         half = step // 2
         shifted = _masks(magnitude, scale, front + half, back + half, step, settings.window,
@@ -76,8 +77,9 @@ def mask_of(magnitude: np.ndarray, network: MaskNetwork, offset: int, settings: 
         begin = lo - half
         kept = shifted[:, :, max(0, -begin):]
         begin = max(begin, 0)
+        kept = kept[:, :, : max(0, total - begin)]
         second = np.zeros_like(mask)
-        second[:, :, begin : begin + kept.shape[2]] = kept[:, :, : total - begin]
+        second[:, :, begin : begin + kept.shape[2]] = kept
         mask = (mask + second) * 0.5
     if frames is not None:
         mask[:, :, :lo] = 0

@@ -22,16 +22,21 @@ and the "reverse" channel layout (the whole wave reversed) run on the whole trac
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from .vr_mask import aggression_exponents, apply_aggression, mask_of
 from .vr_spectrum import MIX_RATE, BandConfig, Prepared, Settings, prepare
 from .vr_synthesis import stems_from_mask
+
+SIGNAL_REACH_FRAMES = 16
+"""Frames an STFT window or a resampler's filter reaches past a frame (a few, in every band
+config), with a margin."""
 
 Reader = Callable[[int, int], np.ndarray]
 """read(start, stop) -> the mixture's samples [start, stop) as (2, stop - start) float32,
@@ -72,6 +77,7 @@ def alignment(config: BandConfig, step: int) -> int:
     raise ValueError(f"band config {config.name}: no chunk alignment")
 
 
+@functools.lru_cache(maxsize=64)
 def _raw_length(length: int, old: int, new: int, method: str) -> int:
     """How many samples the resampler itself gives for ``length`` (before librosa's cut or
     zero fill to ceil(length * new / old))."""
@@ -84,19 +90,44 @@ def _raw_length(length: int, old: int, new: int, method: str) -> int:
         return int(length * new / old)
     if method in ("fft", "scipy"):
         return math.ceil(length * new / old)
-    # libsamplerate and soxr: their own rounding; run them on silence (one channel)
-    zeros = np.zeros((1, length), dtype=np.float32)
-    return _unpadded(zeros, old, new, method)
+    if method.startswith("sinc_") and length * new % old:
+        # libsamplerate stops where its next output would read past the end: floor(n r)
+        # samples, n r being well away from a whole number (within float rounding of it, its
+        # rounding decides, and it is counted below)
+        return length * new // old
+    return _counted(length, old, new, method)
 
 
-def _unpadded(signal: np.ndarray, old: int, new: int, method: str) -> int:
+def _counted(length: int, old: int, new: int, method: str) -> int:
+    """The resampler's output length, counted on silence in blocks (bounded memory)."""
     import importlib
 
+    block = np.zeros(1 << 16, dtype=np.float32)
     if method.startswith("soxr"):
         soxr = importlib.import_module("soxr")
-        return len(soxr.resample(signal[0], old, new, quality=method))
+        stream = soxr.ResampleStream(old, new, 1, dtype="float32", quality=method)
+        count, left = 0, length
+        while True:
+            take = min(left, block.size)
+            left -= take
+            count += len(stream.resample_chunk(block[:take], last=left == 0))
+            if left == 0:
+                return count
+    # libsamplerate's callback reader ends a stream as its one-call resample ends it
     converter = importlib.import_module("samplerate")
-    return len(converter.resample(signal[0], new / old, converter_type=method))
+    left = length
+
+    def produce():
+        nonlocal left
+        take = min(left, block.size)
+        left -= take
+        return block[:take] if take else None
+
+    count = 0
+    with converter.CallbackResampler(produce, new / old, method, channels=1) as reader:
+        while (got := len(reader.read(block.size))) > 0:
+            count += got
+    return count
 
 
 @dataclass(frozen=True)
@@ -136,9 +167,9 @@ class ChunkPlan:
         step = settings.window - 2 * offset or settings.window
         align = alignment(config, step)
         # context: the windows' offset, a TTA half step, STFT and resampler reach
-        reach = offset + step + 16
+        reach = offset + step + SIGNAL_REACH_FRAMES
         context = -(-reach // align) * align
-        wanted = chunk_frames or 8 * step
+        wanted = chunk_frames or 4 * step
         chunk = max(align, -(-wanted // align) * align)
         return cls(frame_hop(config), step, align, context, chunk)
 
@@ -170,55 +201,82 @@ def _cut(wave: np.ndarray, index: int, start: int, rate: int, layout: TrackLayou
     return wave
 
 
-def spectrum_maximum(read: Reader, layout: TrackLayout, config: BandConfig, v51: bool,
-                     plan: ChunkPlan) -> float:
-    """The pre-pass: the maximum magnitude of the whole track's combined spectrogram."""
-    maximum = 0.0
-    for a in range(0, layout.frames, plan.chunk):
-        b = min(a + plan.chunk, layout.frames)
-        first = max(0, a - plan.context)
-        prepared, _ = _prepare_segment(read, first, b + plan.context, layout, config, v51,
-                                       False, plan)
+class ChunkedTrack:
+    """One track's chunks: chunk ``a`` (a multiple of ``plan.chunk`` frames) gives the
+    whole-track stems' samples [a H, b H) (the last: to ``total``), read from the mixture's
+    samples ``input_span(a)``. ``scale`` (the whole track's maximum magnitude) comes from
+    ``maximum_of`` over every chunk first. Chunks taken in order reuse the previous one's
+    mask at their start."""
+
+    def __init__(self, samples: int, config: BandConfig, v51: bool, settings: Settings,
+                 network, offset: int, primary_stem: str, device="cpu",
+                 chunk_frames: int | None = None) -> None:
+        self.config, self.v51, self.settings = config, v51, settings
+        self.network, self.offset, self.device = network, offset, device
+        self.layout = TrackLayout.of(samples, config)
+        self.plan = ChunkPlan.of(config, settings, offset, chunk_frames)
+        self.exponents = aggression_exponents(settings, primary_stem,
+                                              config.aggression_correction)
+        total = config.bands[-1].hop * (self.layout.frames - 1)
+        if config.sample_rate != MIX_RATE:
+            total = math.ceil(Fraction(total * MIX_RATE, config.sample_rate))
+        self.total = total
+        """Where the stems end (samples at 44.1 kHz; zeros after, to the track's length)."""
+        self.scale: float | None = None
+        self._carried: tuple[int, np.ndarray] | None = None
+
+    @property
+    def starts(self) -> range:
+        """The first frame of every chunk."""
+        return range(0, self.layout.frames, self.plan.chunk)
+
+    def samples_per_chunk(self) -> int:
+        return int(self.plan.chunk * self.plan.hop)
+
+    def context_samples(self) -> int:
+        """Input samples each side of a chunk's output that its stems depend on."""
+        return int(self.plan.context * self.plan.hop)
+
+    def _segment(self, read: Reader, a: int, high_end: bool) -> tuple[Prepared, int, int]:
+        frames = self.layout.frames
+        b = min(a + self.plan.chunk, frames)
+        first = max(0, a - self.plan.context)
+        # past the last frame, the mask's windows see zeros (as the whole track's do): only
+        # the signal's reach is read there
+        last = min(b + self.plan.context, frames + SIGNAL_REACH_FRAMES)
+        prepared, _ = _prepare_segment(read, first, last, self.layout, self.config, self.v51,
+                                       high_end, self.plan)
+        return prepared, first, b
+
+    def maximum_of(self, read: Reader, a: int) -> float:
+        """The maximum magnitude of the whole track's spectrogram over chunk ``a``'s frames."""
+        prepared, first, b = self._segment(read, a, False)
         kept = np.abs(prepared.spectrogram[:, :, a - first : b - first])
-        if kept.size:
-            maximum = max(maximum, float(kept.max()))
-    return maximum
+        return float(kept.max()) if kept.size else 0.0
 
-
-def separate_chunks(read: Reader, samples: int, config: BandConfig, v51: bool,
-                    settings: Settings, network, offset: int, primary_stem: str,
-                    device="cpu", chunk_frames: int | None = None,
-                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(primary, secondary) blocks, (2, time) float64 at 44.1 kHz, in order: the
-    whole-track stems (which end ``hop * (l - 1)`` samples in, resampled for configs at
-    another rate) block by block."""
-    layout = TrackLayout.of(samples, config)
-    plan = ChunkPlan.of(config, settings, offset, chunk_frames)
-    scale = spectrum_maximum(read, layout, config, v51, plan)
-    exponents = aggression_exponents(settings, primary_stem, config.aggression_correction)
-    top = config.bands[-1]
-    total = top.hop * (layout.frames - 1)
-    if config.sample_rate != MIX_RATE:
-        total = math.ceil(Fraction(total * MIX_RATE, config.sample_rate))
-    carried = None
-    for a in range(0, layout.frames, plan.chunk):
-        b = min(a + plan.chunk, layout.frames)
-        first = max(0, a - plan.context)
-        prepared, _ = _prepare_segment(read, first, b + plan.context, layout, config, v51,
-                                       settings.high_end, plan)
+    def stems_of(self, read: Reader, a: int) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk ``a``'s (primary, secondary) samples, (2, time) float64."""
+        if self.scale is None:
+            raise ValueError("the track's maximum is not known yet (maximum_of first)")
+        prepared, first, b = self._segment(read, a, self.settings.high_end)
         magnitude = np.abs(prepared.spectrogram)
         # The mask of the chunk's frames and a grid step either side (the inverse STFTs and
-        # the resamplers back reach a few frames); the previous chunk gave the first two
-        # steps' (its windows saw real frames there: exact), so only the rest runs.
-        step = plan.step
+        # the resamplers back reach a few frames); the previous chunk, if it was the one
+        # before, gave the first two steps' (its windows saw real frames there: exact), so
+        # only the rest runs.
+        step = self.plan.step
+        carried = (self._carried[1] if self._carried is not None and self._carried[0] == a
+                   else None)
         lo = a - step if carried is None else a + step
-        mask = mask_of(magnitude, network, offset, settings, scale=scale, device=device,
-                       frames=(max(0, lo - first), b + step - first))
+        mask = mask_of(magnitude, self.network, self.offset, self.settings, scale=self.scale,
+                       device=self.device, frames=(max(0, lo - first), b + step - first))
         if carried is not None:
             mask[:, :, a - step - first : a + step - first] = carried
-        carried = mask[:, :, b - step - first : b + step - first].copy()
-        mask = apply_aggression(mask, config.bands[0].crop[1], exponents)
-        primary, secondary = stems_from_mask(prepared, mask, config, v51, settings.high_end)
-        begin = int((a - first) * plan.hop)
-        end = (total if b == layout.frames else int(b * plan.hop)) - int(first * plan.hop)
-        yield primary[:, begin:end], secondary[:, begin:end]
+        self._carried = (b, mask[:, :, b - step - first : b + step - first].copy())
+        mask = apply_aggression(mask, self.config.bands[0].crop[1], self.exponents)
+        primary, secondary = stems_from_mask(prepared, mask, self.config, self.v51,
+                                             self.settings.high_end)
+        hop = self.plan.hop
+        begin = int((a - first) * hop)
+        end = (self.total if b == self.layout.frames else int(b * hop)) - int(first * hop)
+        return primary[:, begin:end], secondary[:, begin:end]

@@ -141,12 +141,16 @@ def spec_for_hash(digest: str, known: Sequence[ModelSpec]) -> ModelSpec | None:
 
 
 def check_uvr_hash(path: Path, spec: ModelSpec) -> None:
-    """A downloaded file must have the UVR hash weights.toml records (else it is deleted)."""
+    """A downloaded file must have the UVR hash weights.toml records, or one of its
+    ``uvr_hash_candidates`` (else it is deleted)."""
     expected = spec.config.uvr_hash
-    if not expected:
+    allowed = ((str(expected).lower(),) if expected
+               else tuple(getattr(spec.config, "uvr_hash_candidates", None) or ()))
+    if not allowed:
         return
     actual = uvr_hash(path)
-    if actual != str(expected).lower():
+    if actual not in allowed:
+        expected = expected or "one of " + ", ".join(allowed)
         try:
             path.unlink()
             fate = "deleted; run again to download it anew"

@@ -6,8 +6,9 @@ networks, their widths. A file UVR does not know needs ``--vr-params NAME|FILE.j
 ``--primary-stem`` (and ``--nout``/``--nout-lstm`` for a v5.1 network). The network's
 variant follows from the file's size, as in UVR (``network.build_network``).
 
-Processing (``stemsplit/models/vr_spectrum.py``) needs the whole track's spectrogram maximum
-and, as UVR runs it, the whole track: the engine hands the network the track as one chunk.
+Processing (``stemsplit/models/vr_spectrum.py``) needs the whole track's spectrogram maximum:
+the engine's pre-pass takes it, then runs the track chunk by chunk with UVR's whole-track
+stems (``streaming``); ``--batch-size`` is UVR's windows per network call.
 """
 
 from __future__ import annotations
@@ -24,8 +25,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from ...engine import Network
     from ...specs import ModelFile, ModelSpec
 
-PARAMETER_KEYS = {"uvr_hash": str, "vr_params": str, "primary_stem": str, "nout": int,
-                  "nout_lstm": int}
+def hash_list(value: Any) -> tuple[str, ...]:
+    """A list of UVR hashes (32 hex digits each), lower-cased."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise TypeError("a list of UVR hashes")
+    hashes = tuple(str(item).lower() for item in value)
+    if not all(len(item) == 32 and all(c in "0123456789abcdef" for c in item) for item in hashes):
+        raise ValueError("UVR hashes are 32 hex digits")
+    return hashes
+
+
+PARAMETER_KEYS = {"uvr_hash": str, "uvr_hash_candidates": hash_list, "vr_params": str,
+                  "primary_stem": str, "nout": int, "nout_lstm": int}
 WINDOW_SIZES = (320, 512, 1024)
 STATE_KEY_MARKERS = (b"stg1_low_band_net.", b"stg1_high_band_net.")
 """Bytes every VR state dict's key names contain (both generations)."""
@@ -37,6 +48,9 @@ class VRConfig:
     data), and anything that overrides that data."""
 
     uvr_hash: str | None = None
+    uvr_hash_candidates: tuple[str, ...] | None = None
+    """Where the file's own UVR hash is not known: the hashes of UVR's model-data rows with
+    this model's parameters (the download must have one of them)."""
     vr_params: str | None = None
     primary_stem: str | None = None
     nout: int | None = None
@@ -112,17 +126,18 @@ class VRFamily(Family):
         return _load(path, spec, options, device, known)
 
     def networks(self, model: LoadedModel, request: ChunkingRequest) -> list["Network"]:
-        from ...engine import Chunking, Network, Window
+        from .streaming import engine_network
 
         if request.segment_seconds is not None or request.overlap is not None:
-            raise UsageError("--segment and --overlap do not apply to VR models: the network "
-                             "needs the whole track's spectrogram (its windows are "
-                             "--window-size frames)", hint="drop them")
-        whole = 1 << 62  # one chunk: the whole track
-        chunking = Chunking(length=whole, stride=whole, window=Window("rectangular"),
-                            fill="none", normalise=None)
-        return [Network(forward=network, chunking=chunking, stem_weights=(1.0, 1.0))
-                for network in model.networks]
+            raise UsageError("--segment and --overlap do not apply to VR models: their chunks "
+                             "are set by the spectrogram's frame grid (--window-size frames "
+                             "per network call)", hint="drop them")
+        if request.shifts:
+            raise UsageError("--shifts does not apply to VR models: their chunks sit on the "
+                             "spectrogram's frame grid",
+                             hint="--tta averages a second pass on a grid moved by half a "
+                                  "window")
+        return [engine_network(separator, request.batch_size) for separator in model.networks]
 
 
 def _has_vr_keys(path: Path) -> bool:

@@ -3,8 +3,9 @@ its size and facts call for, and the engine's forward (mixture in, two stems out
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -15,7 +16,6 @@ from ...models.vr_spectrum import Band, BandConfig, Settings, prepare
 from ...models.vr_resample import require as require_resamplers
 from ...models.vr_spectrum import MIX_RATE
 from ...models.vr_synthesis import FINAL_RESAMPLER, OUTPUT_RESAMPLER, stems_from_mask
-from ...models.vr_stream import separate_chunks, streamable
 from ...specs import ModelSpec
 from ...stems import stem_name
 from ..torch_archive import load_torch_archive
@@ -38,8 +38,7 @@ def settings_from(options: Mapping[str, Any]) -> Settings:
     return Settings(window=int(window), aggression=aggression, tta=bool(options.get("tta")),
                     post_process=bool(options.get("post_process")),
                     post_process_threshold=0.2 if threshold is None else float(threshold),
-                    high_end=bool(options.get("high_end_process")),
-                    batch_size=int(options.get("batch_size") or 1))
+                    high_end=bool(options.get("high_end_process")))
 
 
 def resolve_facts(path: Path, spec: ModelSpec | None, options: Mapping[str, Any],
@@ -141,13 +140,10 @@ def build_network(path: Path, facts: ModelFacts, bins: int) -> tuple[torch.nn.Mo
 
 
 class VRSeparator:
-    """Mixture (1, 2, time) at 44.1 kHz -> (1, 2 stems, 2, time): primary and secondary.
-
-    The engine hands it the whole track (the mask needs the whole spectrogram's maximum,
-    taken in a pre-pass over chunks); it computes the stems chunk by chunk with UVR's
-    whole-track result (``vr_stream``), or at once with post-processing or the "reverse"
-    layout. UVR's stems end a few hundred samples before the input (whole hops of the top
-    band): the rest is filled with zeros to the input's length."""
+    """Mixture (1, 2, time) at 44.1 kHz -> (1, 2 stems, 2, time): primary and secondary,
+    UVR's whole-track computation (``separate``); the engine runs it chunk by chunk
+    (``streaming``). UVR's stems end a few hundred samples before the input (whole hops of
+    the top band): the rest is filled with zeros to the input's length."""
 
     def __init__(self, network: torch.nn.Module, v51: bool, config: BandConfig,
                  facts: ModelFacts, settings: Settings) -> None:
@@ -196,24 +192,11 @@ class VRSeparator:
             mask = merge_artifacts(mask, settings.post_process_threshold)
         return stems_from_mask(prepared, mask, config, self.v51, settings.high_end)
 
-    def blocks(self, mix: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``separate``'s stems in blocks: chunk by chunk where that gives the same stems
-        (``vr_stream``: the spectrogram never whole), else all at once."""
-        if not streamable(self.config, self.settings):
-            yield self.separate(mix)
-            return
-        length = mix.shape[-1]
-
-        def read(start: int, stop: int) -> np.ndarray:
-            piece = np.zeros((2, stop - start), dtype=np.float32)
-            low, high = max(start, 0), min(stop, length)
-            if high > low:
-                piece[:, low - start : high - start] = mix[:, low:high]
-            return piece
-
-        yield from separate_chunks(read, length, self.config, self.v51, self.settings,
-                                   self.mask_network, self.network.offset,
-                                   self.facts.primary_stem, device=self.device)
+    def with_settings(self, settings: Settings) -> "VRSeparator":
+        """This separator (its network shared) with other processing settings."""
+        other = copy.copy(self)
+        other.settings = settings
+        return other
 
     def __call__(self, mixture: torch.Tensor) -> torch.Tensor:
         length = mixture.shape[-1]
@@ -222,10 +205,8 @@ class VRSeparator:
             wave = item.detach().float().cpu().numpy()
             if wave.shape[0] == 1:
                 wave = np.concatenate([wave, wave])
-            at = 0
-            for primary, secondary in self.blocks(np.ascontiguousarray(wave)):
-                usable = max(0, min(length - at, primary.shape[-1]))
-                out[0, :, at : at + usable] = primary[:, :usable]
-                out[1, :, at : at + usable] = secondary[:, :usable]
-                at += primary.shape[-1]
+            primary, secondary = self.separate(np.ascontiguousarray(wave))
+            usable = min(length, primary.shape[-1])
+            out[0, :, :usable] = primary[:, :usable]
+            out[1, :, :usable] = secondary[:, :usable]
         return stems.to(mixture.device)

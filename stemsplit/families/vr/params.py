@@ -7,7 +7,9 @@
 * ``model_data.json``: UVR's model data (``vr_model_data/model_data_new.json`` as of
   TRvlvr/application_data 988aa1e, and the two entries audio-separator 0.47.1 adds), keyed by
   UVR's hash of a file (the MD5 of its last 10,240,000 bytes): the band config, the primary
-  stem (UVR's spelling), and for v5.1 networks ``nout``/``nout_lstm``.
+  stem (UVR's spelling), and for v5.1 networks ``nout``/``nout_lstm``. Updated to the table
+  at 3826b05: UVR-De-Echo-Aggressive's primary stem "No Echo" (was "Echo"; the other echo
+  models and later tables agree), and the BVE model's row (944950a9...).
 
 Standard library only (the registry reads these).
 """
