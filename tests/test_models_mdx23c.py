@@ -160,16 +160,22 @@ def test_frozen_parameters_need_no_grad_mode():
 
 
 def test_full_size_instvoc_hq():
-    """The MDX23C-8KFFT-InstVoc_HQ dimensions on one 261,120-sample chunk (256 frames).
+    """The MDX23C-8KFFT-InstVoc_HQ dimensions (every layer at its published size) on a
+    64-frame chunk (64,512 samples): the published 256-frame chunk is valid too, and only
+    the frame count differs (a quarter of the time).
 
     1e-5 of the peak is close to float32's floor for this depth: the oracle itself is 5.9e-6
     of the peak away from a float64 run (ours 6.0e-6), and ours differs from it by 5-7e-6 on
-    unit-variance noise (seeds 0-4), 1.1e-5 on one quieter input (0.3 x noise, seed 3).
+    unit-variance noise (seeds 0-4), 1.1e-5 on one quieter input (0.3 x noise, seed 3), on
+    an AVX-512 CPU; on an AVX2-only one (other oneDNN kernels) 1.4e-5 on seed 0. Hence 2e-5
+    here: kernel rounding, not a difference in the maths.
     """
     ref, ours = build_pair(HQ)
     assert ours.is_valid_chunk(HQ_CHUNK) and ours.chunk_size_for(HQ_CHUNK) == HQ_CHUNK
+    chunk = 63 * HQ["hop_length"]  # 64 frames
+    assert ours.is_valid_chunk(chunk)
     torch.manual_seed(0)
-    mix = torch.randn(1, 2, HQ_CHUNK)
+    mix = torch.randn(1, 2, chunk)
     with torch.inference_mode():
         started = time.perf_counter()
         expected = run_oracle(ref, mix)
@@ -177,8 +183,9 @@ def test_full_size_instvoc_hq():
         started = time.perf_counter()
         out = ours(mix)
         ours_seconds = time.perf_counter() - started
-    assert out.shape == (1, 2, 2, HQ_CHUNK)
-    relative = assert_close(expected, out) / expected.abs().max().item()
+    assert out.shape == (1, 2, 2, chunk)
+    relative = assert_close_to_peak(expected, out, rel=2e-5, dtype=torch.float32) / \
+        expected.abs().max().item()
     print(f"MDX23C HQ chunk on {torch.get_num_threads()} thread(s): oracle {oracle_seconds:.1f} s, "
           f"ours {ours_seconds:.1f} s, max |diff| {relative:.1e} of the peak")
 
