@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ...errors import ModelError, UsageError
-from ..base import (ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec, parameter_lines,
-                    typed_parameters)
+from .uvr_files import UVRFileEntries
+from ..base import ChunkingRequest, Family, LoadedModel, OptionSpec, typed_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...engine import Network
@@ -47,7 +47,7 @@ class MDXConfig:
         return {key: getattr(self, key) for key in PARAMETER_KEYS if getattr(self, key) is not None}
 
 
-class MDXFamily(Family):
+class MDXFamily(UVRFileEntries, Family):
     name = "mdx"
     display = "MDX-Net"
     vocabulary = (r"\bmdx", r"\bonnx", r"onnxruntime", r"\buvr\b", r"\bn[_-]fft", r"compensate",
@@ -69,19 +69,6 @@ class MDXFamily(Family):
         values = typed_parameters(name, table, PARAMETER_KEYS, "an MDX-Net", url_files,
                                   ".onnx", lower_strings=True)
         return MDXConfig(**values), url_files
-
-    def details(self, spec: "ModelSpec") -> dict:
-        return {"parameters": spec.config.as_dict()}
-
-    def detail_lines(self, spec: "ModelSpec") -> list[tuple[str, str]]:
-        return parameter_lines(spec.config.as_dict())
-
-    def fetch(self, spec, *, offline, progress=None, options=None) -> Fetched:
-        from .onnx_runner import check_uvr_hash
-
-        fetched = super().fetch(spec, offline=offline, progress=progress, options=options)
-        check_uvr_hash(fetched.paths[0], spec)
-        return fetched
 
     def sniff(self, path) -> bool:
         return path.is_file() and path.suffix.lower() == ".onnx"

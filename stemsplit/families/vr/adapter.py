@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ...errors import ModelError, UsageError
-from ..base import (ChunkingRequest, Family, Fetched, LoadedModel, OptionSpec, parameter_lines,
-                    typed_parameters)
+from ..mdx.uvr_files import UVRFileEntries
+from ..base import ChunkingRequest, Family, LoadedModel, OptionSpec, typed_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...engine import Network
@@ -60,7 +60,7 @@ class VRConfig:
         return {key: getattr(self, key) for key in PARAMETER_KEYS if getattr(self, key) is not None}
 
 
-class VRFamily(Family):
+class VRFamily(UVRFileEntries, Family):
     name = "vr"
     display = "VR Architecture"
     vocabulary = (r"\bvr[_-]", r"\bvr\b", r"aggression", r"high[_-]end",
@@ -96,19 +96,6 @@ class VRFamily(Family):
               url_files: tuple["ModelFile", ...]) -> tuple[VRConfig, tuple["ModelFile", ...]]:
         values = typed_parameters(name, table, PARAMETER_KEYS, "a VR", url_files, ".pth")
         return VRConfig(**values), url_files
-
-    def details(self, spec: "ModelSpec") -> dict:
-        return {"parameters": spec.config.as_dict()}
-
-    def detail_lines(self, spec: "ModelSpec") -> list[tuple[str, str]]:
-        return parameter_lines(spec.config.as_dict())
-
-    def fetch(self, spec, *, offline, progress=None, options=None) -> Fetched:
-        from ..mdx.onnx_runner import check_uvr_hash  # UVR's hash: one definition, one check
-
-        fetched = super().fetch(spec, offline=offline, progress=progress, options=options)
-        check_uvr_hash(fetched.paths[0], spec)
-        return fetched
 
     # -- local files ---------------------------------------------------------------------
     def sniff(self, path: Path) -> bool:
